@@ -1,0 +1,171 @@
+"""One config dataclass per command; each setting is written once, with its help text beside it.
+
+Precedence: dataclass default < ``--config file.yaml`` < command-line flag. The flags are generated
+from the fields (``batch_size`` becomes ``--batch-size``), unknown YAML keys are a one-line error
+with a did-you-mean, and the resolved config is saved into every run directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from florence_tune.errors import UsageError
+
+
+def setting(default: Any, help: str, *, flag: str | None = None, choices: list[str] | None = None) -> Any:
+    """A config field carrying its own ``--help`` text (and optionally a custom flag name)."""
+    return field(default=default, metadata={"help": help, "flag": flag, "choices": choices})
+
+
+@dataclass
+class GenerationSettings:
+    """Decoding options shared by evaluate and predict (set explicitly, never inherited)."""
+
+    num_beams: int = setting(3, "Beam count for generation.")
+    max_new_tokens: int = setting(64, "Longest answer generated, in tokens.")
+
+
+@dataclass
+class TrainConfig(GenerationSettings):
+    model: str = setting("tiny", "Model: 'tiny', a hub id (florence-community/Florence-2-base) or a local folder.")
+    dataset: str = setting("synthetic", "Dataset: 'synthetic', 'docvqa', a hub id or a local folder.")
+    train_split: str = setting("train", "Split to train on.")
+    eval_split: str = setting("validation", "Split to evaluate on ('none' to skip evaluation).")
+    output_dir: str = setting("runs/demo", "Run directory (checkpoints, final/, metrics.jsonl, model card).")
+    overwrite: bool = setting(False, "Replace an existing run in --output-dir.")
+    task_prompt: str = setting("<VQA>", "Task prompt put before every question.")
+    epochs: float = setting(3.0, "Number of passes over the training split.")
+    max_steps: int = setting(-1, "Stop after this many optimizer steps (overrides --epochs when > 0).")
+    batch_size: int = setting(8, "Samples per device per step.")
+    eval_batch_size: int = setting(0, "Samples per device per evaluation step (0: same as --batch-size).")
+    grad_accum: int = setting(1, "Gradient accumulation steps.")
+    lr: float | None = setting(None, "Peak learning rate (default: 1e-3 for the randomly initialised 'tiny', "
+                                     "1e-5 for pretrained checkpoints).")
+    lr_scheduler: str = setting("linear", "Learning-rate schedule (any transformers scheduler name).")
+    warmup_steps: int = setting(0, "Linear warm-up steps.")
+    weight_decay: float = setting(0.0, "AdamW weight decay.")
+    max_grad_norm: float = setting(1.0, "Gradient clipping norm.")
+    eval_steps: int = setting(0, "Evaluate every N steps (0: at the end of each epoch).")
+    save_steps: int = setting(0, "Save a checkpoint every N steps (0: at the end of each epoch).")
+    save_total_limit: int = setting(2, "Keep at most this many checkpoints.")
+    logging_steps: int = setting(10, "Log the training loss every N steps.")
+    max_eval_samples: int = setting(0, "Evaluate on at most this many samples (0: the whole split).")
+    max_train_samples: int = setting(0, "Train on at most this many samples (0: the whole split).")
+    max_target_tokens: int = setting(128, "Answers longer than this many tokens are truncated (and counted).")
+    num_workers: int = setting(0, "Data-loader worker processes.")
+    seed: int = setting(42, "Random seed (data order, initialisation of new layers).")
+    bf16: bool = setting(False, "Train in bfloat16 autocast (GPU).")
+    trust_remote_code: bool = setting(False, "Allow code from the model repository to run (off by default).")
+    eval_before: bool = setting(True, "Evaluate once before training, for a before/after comparison.")
+
+
+@dataclass
+class EvalConfig(GenerationSettings):
+    model: str = setting(None, "Model: 'tiny', a hub id, a run directory, or a final/ or checkpoint folder.")
+    dataset: str = setting("synthetic", "Dataset: 'synthetic', 'docvqa', a hub id or a local folder.")
+    split: str = setting("validation", "Split to evaluate.")
+    output: str = setting("predictions.jsonl", "Where to write the predictions (JSON lines).")
+    task_prompt: str = setting("<VQA>", "Task prompt put before every question.")
+    batch_size: int = setting(16, "Samples per generation batch.")
+    max_samples: int = setting(0, "Evaluate on at most this many samples (0: the whole split).")
+    trust_remote_code: bool = setting(False, "Allow code from the model repository to run (off by default).")
+
+
+@dataclass
+class PredictConfig(GenerationSettings):
+    model: str = setting(None, "Model: 'tiny', a hub id, a run directory, or a final/ or checkpoint folder.")
+    image: str = setting(None, "Path of the image to ask about.")
+    question: str = setting(None, "Question about the image (VQA).")
+    task: str = setting(None, "Florence-2 task token instead of a question: <CAPTION>, <OCR>, <OD>, ...")
+    task_prompt: str = setting("<VQA>", "Task prompt put before --question.")
+    trust_remote_code: bool = setting(False, "Allow code from the model repository to run (off by default).")
+
+
+def _flag(f: dataclasses.Field) -> str:
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
+def _field_type(cls: type, f: dataclasses.Field) -> type:
+    hint = typing.get_type_hints(cls)[f.name]
+    return next((t for t in typing.get_args(hint) if t is not type(None)), hint)
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+    """Add one flag per dataclass field. Defaults are left as None so we can tell what was given."""
+    parser.add_argument("--config", metavar="YAML", help="YAML file of settings; flags override it.")
+    for f in dataclasses.fields(cls):
+        kind = _field_type(cls, f)
+        help_text = f.metadata.get("help", "")
+        if f.default not in (None, False, ""):
+            help_text += f" (default: {f.default})"
+        if kind is bool:
+            parser.add_argument(_flag(f), dest=f.name, action=argparse.BooleanOptionalAction,
+                                default=None, help=help_text)
+        else:
+            parser.add_argument(_flag(f), dest=f.name, type=kind, default=None, metavar=f.name.upper(),
+                                choices=f.metadata.get("choices"), help=help_text)
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise UsageError(f"config file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise UsageError(f"config file {path} is not valid YAML: {exc}".splitlines()[0]) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UsageError(f"config file {path} must hold a mapping of setting: value")
+    return data
+
+
+def build(cls: type, values: dict[str, Any], *, source: str = "config") -> Any:
+    """Create ``cls`` from a mapping, rejecting unknown keys with a did-you-mean."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in values:
+        normalised = str(key).replace("-", "_")
+        if normalised not in names:
+            close = difflib.get_close_matches(normalised, names, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise UsageError(f"unknown setting '{key}' in {source}{hint}")
+    kwargs = {str(k).replace("-", "_"): v for k, v in values.items()}
+    for f in dataclasses.fields(cls):
+        if f.name in kwargs and kwargs[f.name] is not None:
+            kwargs[f.name] = _coerce(cls, f, kwargs[f.name], source)
+    return cls(**kwargs)
+
+
+def _coerce(cls: type, f: dataclasses.Field, value: Any, source: str) -> Any:
+    kind = _field_type(cls, f)
+    if kind is bool and isinstance(value, bool):
+        return value
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"setting '{f.name}' in {source} must be {kind.__name__}, got {value!r}") from None
+
+
+def resolve(cls: type, args: argparse.Namespace) -> Any:
+    """Default < YAML < flags."""
+    values: dict[str, Any] = {}
+    if getattr(args, "config", None):
+        values.update(load_yaml(args.config))
+        build(cls, values, source=args.config)  # validate keys and types before merging flags
+    for f in dataclasses.fields(cls):
+        given = getattr(args, f.name, None)
+        if given is not None:
+            values[f.name] = given
+    return build(cls, values)
+
+
+def to_yaml(config: Any) -> str:
+    return yaml.safe_dump(dataclasses.asdict(config), sort_keys=False)

@@ -1,0 +1,92 @@
+"""Samples → model tensors: pixels, prompt ids with attention mask, labels with -100 on padding.
+
+The only place that tokenizes. Labels use the layout the pretrained checkpoints generate
+(``<s> answer </s>``; the model prepends the decoder start token ``</s>`` itself), so a fine-tuned
+model answers in the same format generation decodes.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Any
+
+import torch
+
+from florence_tune.data.sample import Sample
+
+IGNORE_INDEX = -100  # positions the loss must not see (transformers' cross-entropy convention)
+
+
+class Collator:
+    """Callable for ``DataLoader(collate_fn=...)``; drops ``Skipped`` items and counts them.
+
+    The returned dict is keyed by model-argument names, plus ``stats`` (a plain dict of counters:
+    skipped samples by reason, truncated prompts and answers) that the trainer pops before the
+    forward pass.
+    """
+
+    def __init__(self, processor, *, max_positions: int, max_target_tokens: int = 128,
+                 with_labels: bool = True, pad_to_multiple_of: int = 8):
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.max_positions = max_positions
+        self.max_target_tokens = max_target_tokens
+        self.with_labels = with_labels
+        self.pad_to_multiple_of = pad_to_multiple_of
+
+    def __call__(self, items: list[Any]) -> dict[str, Any]:
+        samples = [item for item in items if isinstance(item, Sample)]
+        stats = collections.Counter(f"skipped_{item.reason}" for item in items if not isinstance(item, Sample))
+        batch = self.encode(samples, stats) if samples else {}
+        batch["stats"] = dict(stats)
+        return batch
+
+    def encode(self, samples: list[Sample], stats: collections.Counter | None = None) -> dict[str, Any]:
+        stats = stats if stats is not None else collections.Counter()
+        encoded = self.processor(text=[s.prompt for s in samples], images=[s.image for s in samples],
+                                 return_tensors="pt", padding=True)
+        input_ids, attention_mask = self._fit_prompts(encoded["input_ids"], encoded["attention_mask"], stats)
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask,
+                 "pixel_values": encoded["pixel_values"]}
+        if self.with_labels:
+            batch["labels"] = self.labels([s.target for s in samples], stats)
+        return batch
+
+    def _fit_prompts(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                     stats: collections.Counter) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cut prompts that overflow the encoder's positions (image tokens come first and stay whole)."""
+        rows = [ids[mask.bool()] for ids, mask in zip(input_ids, attention_mask, strict=True)]
+        fitted = []
+        for ids in rows:
+            if len(ids) > self.max_positions:
+                stats["truncated_prompts"] += 1
+                ids = torch.cat([ids[: self.max_positions - 1], ids.new_tensor([self.tokenizer.eos_token_id])])
+            fitted.append(ids)
+        return self._pad(fitted, self.tokenizer.pad_token_id)
+
+    def labels(self, targets: list[str], stats: collections.Counter) -> torch.Tensor:
+        token_lists = self.tokenizer(targets, add_special_tokens=True)["input_ids"]
+        rows = []
+        for ids in token_lists:
+            if len(ids) > self.max_target_tokens:
+                stats["truncated_answers"] += 1
+                ids = ids[: self.max_target_tokens - 1] + [self.tokenizer.eos_token_id]
+            rows.append(torch.tensor(ids, dtype=torch.long))
+        labels, _ = self._pad(rows, IGNORE_INDEX)
+        return labels
+
+    def _pad(self, rows: list[torch.Tensor], value: int) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(r) for r in rows)
+        if self.pad_to_multiple_of > 1:
+            width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        ids = torch.full((len(rows), width), value, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = row
+            mask[i, : len(row)] = 1
+        return ids, mask
+
+
+def encoder_positions(model) -> int:
+    """How many encoder positions (image tokens + prompt) the model has."""
+    return int(model.config.text_config.max_position_embeddings)

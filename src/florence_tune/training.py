@@ -1,0 +1,224 @@
+"""Fine-tuning on ``transformers.Trainer``: generation-based evaluation (ANLS), counted bad samples,
+metrics.jsonl, final/ checkpoint and model card.
+
+Run it: ``florence-tune train`` (embedded demo) or
+``florence-tune train --model florence-community/Florence-2-base --dataset docvqa --output-dir runs/docvqa``.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from florence_tune import data, evaluation, modeling
+from florence_tune.config import TrainConfig, to_yaml
+from florence_tune.data.collate import Collator, encoder_positions
+from florence_tune.errors import UsageError
+from florence_tune.model_card import write_model_card
+
+log = logging.getLogger(__name__)
+
+
+def train(config: TrainConfig) -> dict[str, Any]:
+    """The ``train`` command: reads like its own table of contents."""
+    validate(config)
+    run_dir = Path(config.output_dir)
+    refuse_existing_run(run_dir, config.overwrite)
+    train_data = data.load(config.dataset, config.train_split, config.task_prompt, limit=config.max_train_samples)
+    eval_data = None
+    if config.eval_split.lower() != "none":
+        eval_data = data.load(config.dataset, config.eval_split, config.task_prompt, limit=config.max_eval_samples)
+    model, processor = modeling.load(config.model, trust_remote_code=config.trust_remote_code)
+    report_parameters(model)
+    prepare_run_dir(run_dir, config)
+    trainer = build_trainer(model, processor, train_data, eval_data, config, run_dir)
+
+    before = trainer.evaluate(metric_key_prefix="before") if eval_data is not None and config.eval_before else {}
+    trainer.train()
+    after = trainer.evaluate() if eval_data is not None else {}
+
+    final_dir = modeling.save(trainer.model, processor, run_dir / "final")
+    baseline = (evaluation.majority_baseline(train_data.text_samples(), eval_data.text_samples())
+                if eval_data is not None else None)
+    summary = summarise_run(config, trainer, before, after, baseline, final_dir)
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_model_card(run_dir, config, summary)
+    return summary
+
+
+def validate(config: TrainConfig) -> None:
+    """Catch impossible settings before any heavy work."""
+    positive = {"batch_size": config.batch_size, "grad_accum": config.grad_accum,
+                "max_target_tokens": config.max_target_tokens, "num_beams": config.num_beams,
+                "max_new_tokens": config.max_new_tokens}
+    for name, value in positive.items():
+        if value < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be at least 1 (got {value})")
+    if config.max_steps <= 0 and config.epochs <= 0:
+        raise UsageError("give a positive --epochs or --max-steps")
+    if config.lr is not None and config.lr <= 0:
+        raise UsageError(f"--lr must be positive (got {config.lr})")
+
+
+def refuse_existing_run(run_dir: Path, overwrite: bool) -> None:
+    """Never mix two runs in one folder (checked before any heavy work)."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UsageError(f"--output-dir '{run_dir}' is a file; choose a folder")
+    if run_dir.is_dir() and any(run_dir.iterdir()) and not overwrite:
+        raise UsageError(f"output directory '{run_dir}' already holds a run; pass --overwrite to replace it "
+                         "or choose another --output-dir")
+
+
+def prepare_run_dir(run_dir: Path, config: TrainConfig) -> Path:
+    """Start the run folder afresh and save the resolved config."""
+    if run_dir.is_dir() and config.overwrite:
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(to_yaml(config))
+    return run_dir
+
+
+def report_parameters(model) -> None:
+    trainable, total = modeling.count_parameters(model)
+    print(f"parameters: {trainable:,} trainable / {total:,} total ({100 * trainable / max(total, 1):.1f}%)")
+
+
+def learning_rate(config: TrainConfig) -> float:
+    """A model trained from scratch (tiny) needs a far larger step than a pretrained checkpoint."""
+    if config.lr is not None:
+        return config.lr
+    return 1e-3 if config.model == "tiny" else 1e-5
+
+
+def training_arguments(config: TrainConfig, run_dir: Path) -> TrainingArguments:
+    """Map our flags onto ``TrainingArguments`` (the only place that knows both vocabularies)."""
+    eval_every = "steps" if config.eval_steps > 0 else "epoch"
+    save_every = "steps" if config.save_steps > 0 else "epoch"
+    return TrainingArguments(
+        output_dir=str(run_dir),
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.eval_batch_size or config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        learning_rate=learning_rate(config),
+        lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup_steps,
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
+        eval_strategy=eval_every if config.eval_split.lower() != "none" else "no",
+        eval_steps=config.eval_steps or None,
+        save_strategy=save_every,
+        save_steps=config.save_steps or None,
+        save_total_limit=config.save_total_limit,
+        logging_steps=config.logging_steps,
+        seed=config.seed,
+        bf16=config.bf16,
+        dataloader_num_workers=config.num_workers,
+        dataloader_persistent_workers=config.num_workers > 0,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        remove_unused_columns=False,
+        prediction_loss_only=True,  # never gather full-vocabulary logits over the eval set
+        label_names=["labels"],
+        report_to="none",
+        disable_tqdm=False,
+    )
+
+
+def build_trainer(model, processor, train_data, eval_data, config: TrainConfig, run_dir: Path) -> FlorenceTrainer:
+    collator = Collator(processor, max_positions=encoder_positions(model),
+                        max_target_tokens=config.max_target_tokens)
+    return FlorenceTrainer(
+        model=model,
+        args=training_arguments(config, run_dir),
+        train_dataset=train_data,
+        eval_dataset=eval_data,
+        data_collator=collator,
+        processing_class=processor,
+        callbacks=[MetricsFileCallback(run_dir / "metrics.jsonl")],
+        generation={"num_beams": config.num_beams, "max_new_tokens": config.max_new_tokens},
+        predictions_path=run_dir / "predictions.jsonl",
+    )
+
+
+class FlorenceTrainer(Trainer):
+    """``Trainer`` plus: counters of skipped/truncated samples, and ANLS from generation at eval."""
+
+    def __init__(self, *args, generation: dict[str, int], predictions_path: Path, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.generation = generation
+        self.predictions_path = predictions_path
+        self.train_stats: collections.Counter = collections.Counter()
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        stats = inputs.pop("stats", {})
+        if model.training:
+            self.train_stats.update(stats)
+        if "input_ids" not in inputs:  # every sample in this batch was unusable
+            loss = sum((p * 0.0).sum() for p in model.parameters() if p.requires_grad)
+            return (loss, None) if return_outputs else loss
+        return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                    num_items_in_batch=num_items_in_batch)
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
+        output = super().evaluate(dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+        generated = self.generation_metrics(dataset, metric_key_prefix)
+        self.log(generated)
+        output.update(generated)
+        return output
+
+    def generation_metrics(self, dataset, prefix: str) -> dict[str, float]:
+        records, skipped = evaluation.predict_dataset(
+            self.model, self.processing_class, dataset,
+            batch_size=self.args.per_device_eval_batch_size, **self.generation,
+        )
+        self.model.train(self.model.training)
+        evaluation.write_predictions(records, self.predictions_path)
+        summary = evaluation.summarise(records)
+        result = {f"{prefix}_anls": summary["anls"], f"{prefix}_exact_match": summary["exact_match"],
+                  f"{prefix}_n": summary["n"]}
+        result.update({f"{prefix}_skipped": sum(skipped.values())} if skipped else {})
+        return result
+
+
+class MetricsFileCallback(TrainerCallback):
+    """Append every log event (train loss, eval loss, ANLS...) as one JSON line."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        with self.path.open("a") as handle:
+            handle.write(json.dumps({"step": state.global_step, "epoch": state.epoch, **logs}) + "\n")
+
+
+def summarise_run(config, trainer: FlorenceTrainer, before, after, baseline, final_dir: Path) -> dict[str, Any]:
+    history = trainer.state.log_history
+    train_losses = [h["loss"] for h in history if "loss" in h]
+    summary = {
+        "output_dir": str(Path(config.output_dir)),
+        "final": str(final_dir),
+        "steps": trainer.state.global_step,
+        "learning_rate": trainer.args.learning_rate,
+        "anls_before": before.get("before_anls"),
+        "anls_after": after.get("eval_anls"),
+        "exact_match_after": after.get("eval_exact_match"),
+        "anls_blind_baseline": baseline,
+        "eval_loss_before": before.get("before_loss"),
+        "eval_loss_after": after.get("eval_loss"),
+        "first_train_loss": train_losses[0] if train_losses else None,
+        "last_train_loss": train_losses[-1] if train_losses else None,
+        "data": dict(trainer.train_stats),
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+    }
+    return summary

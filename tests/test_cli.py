@@ -1,0 +1,165 @@
+"""Every subcommand through ``main([...])``: help, end-to-end train/evaluate/predict, bad input."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from florence_tune.cli import COMMANDS, main
+from florence_tune.config import TrainConfig
+
+QUICK_TRAIN = ["--max-steps", "6", "--batch-size", "4", "--max-train-samples", "24", "--max-eval-samples", "8",
+               "--num-beams", "1", "--max-new-tokens", "8", "--eval-steps", "3", "--save-steps", "3",
+               "--logging-steps", "1", "--lr", "1e-3"]
+
+
+def last_json_line(text: str) -> dict:
+    return json.loads(text.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("runs") / "quick"
+    assert main(["train", *QUICK_TRAIN, "--output-dir", str(run_dir)]) == 0
+    return run_dir
+
+
+@pytest.mark.parametrize("command", [[], *[[name] for name in COMMANDS]])
+def test_help_explains_every_option(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    if command == ["train"]:
+        for flag in ["--output-dir", "--epochs", "--max-steps", "--batch-size", "--grad-accum", "--lr",
+                     "--eval-steps", "--save-steps", "--seed", "--config", "--task-prompt"]:
+            assert flag in text, flag
+
+
+def test_train_writes_a_complete_run_directory(trained_run, capsys):
+    for name in ["config.yaml", "metrics.jsonl", "README.md", "predictions.jsonl", "summary.json",
+                 "final/model.safetensors", "final/config.json", "checkpoint-6/model.safetensors"]:
+        assert (trained_run / name).exists(), name
+    events = [json.loads(line) for line in (trained_run / "metrics.jsonl").read_text().splitlines()]
+    assert any("loss" in e for e in events) and any("eval_anls" in e for e in events)
+    assert any("before_anls" in e for e in events)
+    summary = json.loads((trained_run / "summary.json").read_text())
+    assert summary["steps"] == 6 and summary["anls_after"] is not None
+    assert "model_card" not in summary and "ANLS" in (trained_run / "README.md").read_text()
+
+
+def test_final_loads_with_plain_transformers(trained_run):
+    from transformers import AutoProcessor, Florence2ForConditionalGeneration
+
+    model = Florence2ForConditionalGeneration.from_pretrained(trained_run / "final")
+    processor = AutoProcessor.from_pretrained(trained_run / "final")
+    assert model.config.model_type == "florence2" and processor.tokenizer.image_token == "<image>"
+
+
+def test_evaluate_writes_predictions_and_prints_json(trained_run, tmp_path, capsys):
+    output = tmp_path / "preds.jsonl"
+    code = main(["evaluate", "--model", str(trained_run), "--dataset", "synthetic", "--max-samples", "6",
+                 "--num-beams", "2", "--max-new-tokens", "8", "--output", str(output)])
+    assert code == 0
+    result = last_json_line(capsys.readouterr().out)
+    assert {"anls", "exact_match", "n"} <= set(result) and result["n"] == 6
+    rows = [json.loads(line) for line in output.read_text().splitlines()]
+    assert len(rows) == 6
+    assert {"question_id", "question", "prediction", "references", "anls"} <= set(rows[0])
+
+
+@pytest.fixture()
+def image_file(tmp_path, page_image):
+    path = tmp_path / "page.png"
+    page_image.save(path)
+    return path
+
+
+def test_predict_answers_a_question(trained_run, image_file, capsys):
+    from florence_tune import evaluation, modeling
+    from florence_tune.data.collate import Collator, encoder_positions
+    from florence_tune.data.images import open_image
+    from florence_tune.data.sample import Sample
+
+    assert main(["predict", "--model", str(trained_run), "--image", str(image_file), "--question", "Total?",
+                 "--max-new-tokens", "6", "--num-beams", "2"]) == 0
+    printed = capsys.readouterr().out
+    model, processor = modeling.load(str(trained_run))
+    batch = Collator(processor, max_positions=encoder_positions(model), with_labels=False).encode(
+        [Sample("0", open_image(image_file), "<VQA>Total?", "")])
+    expected = evaluation.generate(model, processor, batch,
+                                   evaluation.generation_config(processor, num_beams=2, max_new_tokens=6))
+    assert printed == expected[0] + "\n"
+
+
+def test_predict_detection_task_returns_boxes_in_pixels(image_file, capsys):
+    assert main(["predict", "--model", "tiny", "--image", str(image_file), "--task", "<OD>",
+                 "--num-beams", "1", "--max-new-tokens", "12"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(result) >= {"bboxes", "labels"}
+    for box in result["bboxes"]:
+        assert all(0 <= v <= 400 for v in box)
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "message"),
+    [
+        (["train", "--model", "nonsense"], 2, "accepted forms"),
+        (["train", "--dataset", "nonsense"], 2, "accepted forms"),
+        (["train", "--batch-size", "0"], 2, "--batch-size must be at least 1"),
+        (["evaluate", "--dataset", "synthetic"], 2, "needs --model"),
+        (["predict", "--model", "tiny", "--image", "missing.png", "--question", "q"], 1, "cannot read image"),
+        (["predict", "--model", "tiny", "--image", "x.png"], 2, "exactly one of --question"),
+        (["evaluate", "--model", "tiny", "--dataset", "synthetic", "--split", "nope"], 2, "no split 'nope'"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_code(argv, code, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == code
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+
+
+def test_unreadable_image_is_a_clear_error(tmp_path, capsys):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    assert main(["predict", "--model", "tiny", "--image", str(bad), "--question", "q"]) == 1
+    assert "cannot read image" in capsys.readouterr().err
+
+
+def test_existing_run_is_not_overwritten(trained_run, capsys):
+    before = (trained_run / "summary.json").read_text()
+    assert main(["train", "--output-dir", str(trained_run)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (trained_run / "summary.json").read_text() == before
+
+
+def test_yaml_config_with_unknown_key_suggests_the_right_one(tmp_path, capsys):
+    config = tmp_path / "run.yaml"
+    config.write_text("batch_sise: 4\n")
+    assert main(["train", "--config", str(config)]) == 2
+    assert "did you mean 'batch_size'" in capsys.readouterr().err
+
+
+def test_yaml_then_flags_override(tmp_path):
+    import argparse
+
+    from florence_tune.config import add_arguments, resolve
+
+    config = tmp_path / "run.yaml"
+    config.write_text("batch_size: 4\nlr: 0.001\nmodel: tiny\n")
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, TrainConfig)
+    resolved = resolve(TrainConfig, parser.parse_args(["--config", str(config), "--lr", "0.5"]))
+    assert (resolved.batch_size, resolved.lr, resolved.epochs) == (4, 0.5, TrainConfig.epochs)
+
+
+def test_module_and_console_script_entry_points():
+    for command in ([sys.executable, "-m", "florence_tune", "--help"],
+                    [str(__import__("pathlib").Path(sys.executable).parent / "florence-tune"), "--version"]):
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert "florence-tune" in result.stdout
+
+
