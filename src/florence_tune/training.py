@@ -42,7 +42,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
 
     before = trainer.evaluate(metric_key_prefix="before") if eval_data is not None and config.eval_before else {}
     trainer.train()
-    after = trainer.evaluate() if eval_data is not None else {}
+    after = trainer.latest_evaluation() if eval_data is not None else {}
 
     final_dir = modeling.save(trainer.model, processor, run_dir / "final")
     baseline = (evaluation.majority_baseline(train_data.text_samples(), eval_data.text_samples())
@@ -156,6 +156,13 @@ class FlorenceTrainer(Trainer):
         self.generation = generation
         self.predictions_path = predictions_path
         self.train_stats: collections.Counter = collections.Counter()
+        self._last_eval: tuple[int, dict[str, float]] | None = None
+
+    def latest_evaluation(self) -> dict[str, float]:
+        """Metrics at the current step: reused when training just evaluated, computed otherwise."""
+        if self._last_eval is not None and self._last_eval[0] == self.state.global_step:
+            return self._last_eval[1]
+        return self.evaluate()
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         stats = inputs.pop("stats", {})
@@ -173,6 +180,8 @@ class FlorenceTrainer(Trainer):
         generated = self.generation_metrics(dataset, metric_key_prefix)
         self.log(generated)
         output.update(generated)
+        if metric_key_prefix == "eval":
+            self._last_eval = (self.state.global_step, output)
         return output
 
     def generation_metrics(self, dataset, prefix: str) -> dict[str, float]:
