@@ -28,7 +28,7 @@ def generation_config(processor, *, num_beams: int, max_new_tokens: int):
         max_new_tokens=max_new_tokens,
         num_beams=num_beams,
         do_sample=False,
-        early_stopping=True,
+        early_stopping=num_beams > 1,
         no_repeat_ngram_size=0,
         repetition_penalty=1.0,
         length_penalty=1.0,

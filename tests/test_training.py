@@ -1,0 +1,39 @@
+"""Training on the Trainer: the loss falls, bad samples are skipped and counted, the run dir is complete."""
+
+import io
+
+import datasets
+import pytest
+
+from florence_tune.config import TrainConfig
+from florence_tune.data import synthetic
+from florence_tune.training import train
+
+
+@pytest.fixture(scope="module")
+def docvqa_folder_with_bad_rows(tmp_path_factory):
+    """A save_to_disk folder in the DocVQA schema, with one corrupt image and one empty answer list."""
+    records = synthetic.generate_split("train", 6, seed=3)
+    png = io.BytesIO()
+    records[1]["image"].save(png, format="PNG")
+    records[1] = {**records[1], "image": {"bytes": png.getvalue()[: len(png.getvalue()) // 2], "path": None}}
+    records[2] = {**records[2], "answers": []}
+    folder = tmp_path_factory.mktemp("docvqa_local")
+    split = datasets.Dataset.from_list(records, features=synthetic.FEATURES)
+    datasets.DatasetDict({"train": split, "validation": split}).save_to_disk(str(folder))
+    return folder, len(records)
+
+
+def test_a_few_steps_lower_the_loss_and_bad_samples_are_counted(docvqa_folder_with_bad_rows, tmp_path):
+    folder, n_rows = docvqa_folder_with_bad_rows
+    config = TrainConfig(dataset=str(folder), output_dir=str(tmp_path / "run"), max_steps=12, batch_size=4,
+                         lr=2e-3, logging_steps=1, num_beams=1, max_new_tokens=6, eval_steps=12, save_steps=12)
+    summary = train(config)
+    assert summary["eval_loss_after"] < summary["eval_loss_before"]
+    assert summary["last_train_loss"] < summary["first_train_loss"]
+    assert summary["data"]["skipped_image_corrupt"] >= 1
+    assert summary["data"]["skipped_no_answer"] >= 1
+    # evaluation skips the same two rows and scores the rest
+    assert summary["anls_after"] is not None
+    predictions = (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()
+    assert len(predictions) == n_rows - 2
