@@ -23,6 +23,8 @@ def _train(config: TrainConfig) -> int:
     from florence_tune.training import train
 
     summary = train(config)
+    if not _is_main():
+        return 0
     print(f"validation ANLS before fine-tuning: {_num(summary['anls_before'])}")
     print(f"validation ANLS after fine-tuning:  {_num(summary['anls_after'])}")
     print(f"image-blind baseline ANLS:          {_num(summary['anls_blind_baseline'])}")
@@ -34,8 +36,16 @@ def _train(config: TrainConfig) -> int:
 def _evaluate(config: EvalConfig) -> int:
     from florence_tune.evaluation import run_evaluation
 
-    print(json.dumps(run_evaluation(config)))
+    summary = run_evaluation(config)
+    if _is_main():
+        print(json.dumps(summary))
     return 0
+
+
+def _is_main() -> bool:
+    from florence_tune.distributed import is_main
+
+    return is_main()
 
 
 def _predict(config: PredictConfig) -> int:
@@ -78,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return run(resolve(config_cls, args))
     except FlorenceTuneError as exc:
-        print(f"florence-tune {args.command}: error: {exc}", file=sys.stderr)
+        print(f"florence-tune {args.command}: {exc.label}: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"florence-tune {args.command}: interrupted", file=sys.stderr)

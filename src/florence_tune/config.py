@@ -20,9 +20,16 @@ import yaml
 from florence_tune.errors import UsageError
 
 
-def setting(default: Any, help: str, *, flag: str | None = None, choices: list[str] | None = None) -> Any:
-    """A config field carrying its own ``--help`` text (and optionally a custom flag name)."""
-    return field(default=default, metadata={"help": help, "flag": flag, "choices": choices})
+def setting(default: Any, help: str, *, flag: str | None = None, choices: list[str] | None = None,
+            const: Any = None, saved: bool = True) -> Any:
+    """A config field carrying its own ``--help`` text (and optionally a custom flag name).
+
+    ``const``: the value a bare flag takes (``--resume`` alone means ``--resume auto``).
+    ``saved=False``: the setting says what this invocation does with the run folder (overwrite,
+    resume), so the run's ``config.yaml`` leaves it out and replaying that file never repeats it.
+    """
+    return field(default=default, metadata={"help": help, "flag": flag, "choices": choices,
+                                            "const": const, "saved": saved})
 
 
 @dataclass
@@ -40,7 +47,10 @@ class TrainConfig(GenerationSettings):
     train_split: str = setting("train", "Split to train on.")
     eval_split: str = setting("validation", "Split to evaluate on ('none' to skip evaluation).")
     output_dir: str = setting("runs/demo", "Run directory (checkpoints, final/, metrics.jsonl, model card).")
-    overwrite: bool = setting(False, "Replace an existing run in --output-dir.")
+    overwrite: bool = setting(False, "Replace an existing run in --output-dir.", saved=False)
+    resume: str | None = setting(None, "Continue the run in --output-dir from its newest complete checkpoint "
+                                       "(bare flag or 'auto'), or from the checkpoint folder PATH.",
+                                 const="auto", saved=False)
     task_prompt: str = setting("<VQA>", "Task prompt put before every question.")
     epochs: float = setting(3.0, "Number of passes over the training split.")
     max_steps: int = setting(-1, "Stop after this many optimizer steps (overrides --epochs when > 0).")
@@ -51,8 +61,12 @@ class TrainConfig(GenerationSettings):
                                      "1e-5 for pretrained checkpoints).")
     lr_scheduler: str = setting("linear", "Learning-rate schedule (any transformers scheduler name).")
     warmup_steps: int = setting(0, "Linear warm-up steps.")
+    optim: str | None = setting(None, "Optimizer, any transformers name (adamw_torch_fused, adamw_torch, sgd, "
+                                      "adafactor...; default: the Trainer's).")
     weight_decay: float = setting(0.0, "AdamW weight decay.")
     max_grad_norm: float = setting(1.0, "Gradient clipping norm.")
+    max_nonfinite_steps: int = setting(5, "Steps whose loss or gradients are NaN/inf skip their update; "
+                                          "this many in a row stop the run (after a checkpoint).")
     eval_steps: int = setting(0, "Evaluate every N steps (0: at the end of each epoch).")
     save_steps: int = setting(0, "Save a checkpoint every N steps (0: at the end of each epoch).")
     save_total_limit: int = setting(2, "Keep at most this many checkpoints.")
@@ -62,6 +76,8 @@ class TrainConfig(GenerationSettings):
     max_target_tokens: int = setting(128, "Answers longer than this many tokens are truncated (and counted).")
     num_workers: int = setting(0, "Data-loader worker processes.")
     seed: int = setting(42, "Random seed (data order, initialisation of new layers).")
+    shuffle: bool = setting(True, "Shuffle the training data every epoch (--no-shuffle keeps the dataset order).")
+    ddp_timeout: int = setting(600, "Seconds a distributed collective waits for a stalled rank before the job fails.")
     bf16: bool = setting(False, "Train in bfloat16 autocast (GPU).")
     trust_remote_code: bool = setting(False, "Allow code from the model repository to run (off by default).")
     eval_before: bool = setting(True, "Evaluate once before training, for a before/after comparison.")
@@ -110,8 +126,9 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
             parser.add_argument(_flag(f), dest=f.name, action=argparse.BooleanOptionalAction,
                                 default=None, help=help_text)
         else:
+            bare = {"nargs": "?", "const": f.metadata["const"]} if f.metadata.get("const") is not None else {}
             parser.add_argument(_flag(f), dest=f.name, type=kind, default=None, metavar=f.name.upper(),
-                                choices=f.metadata.get("choices"), help=help_text)
+                                choices=f.metadata.get("choices"), help=help_text, **bare)
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -168,4 +185,6 @@ def resolve(cls: type, args: argparse.Namespace) -> Any:
 
 
 def to_yaml(config: Any) -> str:
-    return yaml.safe_dump(dataclasses.asdict(config), sort_keys=False)
+    """The settings of a run, without the per-invocation ones (``saved=False``)."""
+    values = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.metadata.get("saved", True)}
+    return yaml.safe_dump(values, sort_keys=False)

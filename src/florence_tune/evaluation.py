@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from florence_tune import metrics
+from florence_tune import distributed, metrics
 from florence_tune.data.collate import Collator, encoder_positions
 from florence_tune.data.sample import Sample
 
@@ -52,14 +52,17 @@ def generate(model, processor, batch: dict[str, torch.Tensor], config) -> list[s
     return [text.strip() for text in processor.batch_decode(output, skip_special_tokens=True)]
 
 
-def batches(dataset, batch_size: int) -> Iterable[tuple[list[Sample], collections.Counter]]:
-    """Group usable samples into batches; unusable rows are counted, not raised."""
-    current: list[Sample] = []
+IndexedBatch = tuple[list[tuple[int, Sample]], collections.Counter]
+
+
+def batches(dataset, batch_size: int, indices: Iterable[int]) -> Iterable[IndexedBatch]:
+    """Group usable samples (with their dataset index) into batches; unusable rows are counted, not raised."""
+    current: list[tuple[int, Sample]] = []
     skipped: collections.Counter = collections.Counter()
-    for index in range(len(dataset)):
+    for index in indices:
         item = dataset[index]
         if isinstance(item, Sample):
-            current.append(item)
+            current.append((index, item))
         else:
             skipped[f"skipped_{item.reason}"] += 1
         if len(current) == batch_size:
@@ -71,23 +74,31 @@ def batches(dataset, batch_size: int) -> Iterable[tuple[list[Sample], collection
 
 def predict_dataset(model, processor, dataset, *, batch_size: int, num_beams: int, max_new_tokens: int,
                     progress: bool = True) -> tuple[list[dict[str, Any]], collections.Counter]:
-    """Generate an answer for every usable sample; returns (records, counts of skipped rows)."""
+    """Generate an answer for every usable sample; returns (records, counts of skipped rows).
+
+    Under torchrun each rank generates for its own disjoint share of the split and the records are
+    gathered, so every rank returns the same complete list, in dataset order, each question once.
+    """
     from tqdm.auto import tqdm
 
     model.eval()
     collator = Collator(processor, max_positions=encoder_positions(model), with_labels=False)
     config = generation_config(processor, num_beams=num_beams, max_new_tokens=max_new_tokens)
-    records: list[dict[str, Any]] = []
+    indexed: list[tuple[int, dict[str, Any]]] = []
     counts: collections.Counter = collections.Counter()
-    with tqdm(total=len(dataset), desc="evaluate", unit="sample", disable=not progress) as bar:
-        for samples, skipped in batches(dataset, batch_size):
+    mine = distributed.shard(len(dataset))
+    show = progress and distributed.is_main()
+    with tqdm(total=len(mine), desc="evaluate", unit="sample", disable=not show) as bar:
+        for batch_items, skipped in batches(dataset, batch_size, mine):
             counts.update(skipped)
-            if samples:
-                batch = collator.encode(samples, counts)
-                for sample, answer in zip(samples, generate(model, processor, batch, config), strict=True):
-                    records.append(score_record(sample, answer))
-            bar.update(len(samples) + sum(skipped.values()))
-    return records, counts
+            if batch_items:
+                samples = [sample for _, sample in batch_items]
+                answers = generate(model, processor, collator.encode(samples, counts), config)
+                indexed += [(i, score_record(s, a)) for (i, s), a in zip(batch_items, answers, strict=True)]
+            bar.update(len(batch_items) + sum(skipped.values()))
+    everything = sorted(distributed.gather(indexed), key=lambda pair: pair[0])
+    total_counts = sum((collections.Counter(c) for c in distributed.gather([dict(counts)])), collections.Counter())
+    return [record for _, record in everything], total_counts
 
 
 def score_record(sample: Sample, prediction: str) -> dict[str, Any]:
@@ -146,11 +157,15 @@ def run_evaluation(config) -> dict[str, Any]:
         raise UsageError("evaluate needs --model (e.g. --model runs/demo, --model tiny or a hub id)")
     if config.batch_size < 1 or config.num_beams < 1 or config.max_new_tokens < 1:
         raise UsageError("--batch-size, --num-beams and --max-new-tokens must be at least 1")
-    dataset = data.load(config.dataset, config.split, config.task_prompt, limit=config.max_samples)
-    model, processor = modeling.load(config.model, trust_remote_code=config.trust_remote_code)
+    state = distributed.init()
+    with distributed.main_process_first():
+        dataset = data.load(config.dataset, config.split, config.task_prompt, limit=config.max_samples)
+        model, processor = modeling.load(config.model, trust_remote_code=config.trust_remote_code)
+    model.to(state.device)
     records, skipped = predict_dataset(model, processor, dataset, batch_size=config.batch_size,
                                        num_beams=config.num_beams, max_new_tokens=config.max_new_tokens)
-    output = write_predictions(records, config.output)
+    if distributed.is_main():
+        write_predictions(records, config.output)
     summary = summarise(records)
-    summary.update({"skipped": dict(skipped), "predictions": str(output)})
+    summary.update({"skipped": dict(skipped), "predictions": str(config.output)})
     return summary

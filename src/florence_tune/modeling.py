@@ -12,7 +12,7 @@ import logging
 import re
 from pathlib import Path
 
-from florence_tune import hub
+from florence_tune import checkpoints, hub
 from florence_tune.errors import FlorenceTuneError, UsageError
 
 log = logging.getLogger(__name__)
@@ -45,12 +45,13 @@ def _checkpoint_folder(path: Path) -> Path:
         return path
     if (path / "final" / "config.json").exists():
         return path / "final"
-    checkpoints = sorted(
-        (p for p in path.glob("checkpoint-*") if (p / "config.json").exists()),
-        key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1,
-    )
-    if checkpoints:
-        return checkpoints[-1]
+    found = [p for p in path.glob("checkpoint-*")
+             if checkpoints.step_of(p) is not None and (p / "config.json").is_file()]
+    # a folder without the COMPLETE marker may be half-written; only runs from before atomic saves lack it everywhere
+    complete = [p for p in found if checkpoints.is_complete(p)]
+    candidates = sorted(complete or found, key=checkpoints.step_of)
+    if candidates:
+        return candidates[-1]
     raise UsageError(f"model folder '{path}' holds no config.json, final/ or checkpoint-N/; "
                      f"accepted forms: {MODEL_FORMS}")
 

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from florence_tune import data, evaluation, modeling
+from florence_tune import data, distributed, evaluation, modeling, reliability
 from florence_tune.config import TrainConfig, to_yaml
 from florence_tune.data.collate import Collator, encoder_positions
 from florence_tune.errors import UsageError
@@ -29,28 +29,46 @@ log = logging.getLogger(__name__)
 def train(config: TrainConfig) -> dict[str, Any]:
     """The ``train`` command: reads like its own table of contents."""
     validate(config)
+    distributed.init()  # joins the process group under torchrun; a no-op for one process
     run_dir = Path(config.output_dir)
-    refuse_existing_run(run_dir, config.overwrite)
-    train_data = data.load(config.dataset, config.train_split, config.task_prompt, limit=config.max_train_samples)
-    eval_data = None
-    if config.eval_split.lower() != "none":
-        eval_data = data.load(config.dataset, config.eval_split, config.task_prompt, limit=config.max_eval_samples)
-    model, processor = modeling.load(config.model, trust_remote_code=config.trust_remote_code)
+    resume_from = reliability.resume_point(run_dir, config)  # None unless --resume
+    if resume_from is None:
+        refuse_existing_run(run_dir, config.overwrite)
+    distributed.barrier()  # every rank has checked the folder before rank 0 touches it
+    with distributed.main_process_first():  # rank 0 builds caches / downloads, the others reuse them
+        train_data, eval_data = load_splits(config)
+        model, processor = modeling.load(config.model, trust_remote_code=config.trust_remote_code)
     report_parameters(model)
-    prepare_run_dir(run_dir, config)
+    if distributed.is_main():
+        prepare_run_dir(run_dir, config)
+    distributed.barrier()
     trainer = build_trainer(model, processor, train_data, eval_data, config, run_dir)
 
-    before = trainer.evaluate(metric_key_prefix="before") if eval_data is not None and config.eval_before else {}
-    trainer.train()
+    if resume_from:  # the first part of the run measured the start; its numbers are in metrics.jsonl
+        before = reliability.logged_metrics(run_dir / "metrics.jsonl", "before_")
+    else:
+        before = trainer.evaluate(metric_key_prefix="before") if eval_data is not None and config.eval_before else {}
+    trainer.train(resume_from_checkpoint=resume_from)
     after = trainer.latest_evaluation() if eval_data is not None else {}
 
-    final_dir = modeling.save(trainer.model, processor, run_dir / "final")
+    final_dir = run_dir / "final"
     baseline = (evaluation.majority_baseline(train_data.text_samples(), eval_data.text_samples())
                 if eval_data is not None else None)
     summary = summarise_run(config, trainer, before, after, baseline, final_dir)
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    write_model_card(run_dir, config, summary)
+    if distributed.is_main():  # one writer for everything in the run directory
+        modeling.save(trainer.model, processor, final_dir)
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        write_model_card(run_dir, config, summary)
+    distributed.barrier()
     return summary
+
+
+def load_splits(config: TrainConfig):
+    """(train data, eval data or None)."""
+    train_data = data.load(config.dataset, config.train_split, config.task_prompt, limit=config.max_train_samples)
+    if config.eval_split.lower() == "none":
+        return train_data, None
+    return train_data, data.load(config.dataset, config.eval_split, config.task_prompt, limit=config.max_eval_samples)
 
 
 def validate(config: TrainConfig) -> None:
@@ -65,6 +83,15 @@ def validate(config: TrainConfig) -> None:
         raise UsageError("give a positive --epochs or --max-steps")
     if config.lr is not None and config.lr <= 0:
         raise UsageError(f"--lr must be positive (got {config.lr})")
+    for name in ("eval_steps", "save_steps", "save_total_limit", "warmup_steps", "eval_batch_size",
+                 "max_train_samples", "max_eval_samples", "num_workers"):
+        if getattr(config, name) < 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be 0 or more (got {getattr(config, name)})")
+    for name in ("logging_steps", "max_nonfinite_steps"):
+        if getattr(config, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(config, name)})")
+    if config.resume and config.overwrite:
+        raise UsageError("--resume continues the run in --output-dir and --overwrite deletes it; pass only one")
 
 
 def refuse_existing_run(run_dir: Path, overwrite: bool) -> None:
@@ -86,6 +113,8 @@ def prepare_run_dir(run_dir: Path, config: TrainConfig) -> Path:
 
 
 def report_parameters(model) -> None:
+    if not distributed.is_main():
+        return
     trainable, total = modeling.count_parameters(model)
     print(f"parameters: {trainable:,} trainable / {total:,} total ({100 * trainable / max(total, 1):.1f}%)")
 
@@ -101,7 +130,9 @@ def training_arguments(config: TrainConfig, run_dir: Path) -> TrainingArguments:
     """Map our flags onto ``TrainingArguments`` (the only place that knows both vocabularies)."""
     eval_every = "steps" if config.eval_steps > 0 else "epoch"
     save_every = "steps" if config.save_steps > 0 else "epoch"
+    optional = {"optim": config.optim} if config.optim else {}
     return TrainingArguments(
+        **optional,
         output_dir=str(run_dir),
         num_train_epochs=config.epochs,
         max_steps=config.max_steps,
@@ -120,10 +151,13 @@ def training_arguments(config: TrainConfig, run_dir: Path) -> TrainingArguments:
         save_total_limit=config.save_total_limit,
         logging_steps=config.logging_steps,
         seed=config.seed,
+        train_sampling_strategy="random" if config.shuffle else "sequential",
+        ddp_timeout=config.ddp_timeout,
         bf16=config.bf16,
         dataloader_num_workers=config.num_workers,
         dataloader_persistent_workers=config.num_workers > 0,
         dataloader_pin_memory=torch.cuda.is_available(),
+        use_cpu=not torch.cuda.is_available(),
         remove_unused_columns=False,
         prediction_loss_only=True,  # never gather full-vocabulary logits over the eval set
         label_names=["labels"],
@@ -144,11 +178,12 @@ def build_trainer(model, processor, train_data, eval_data, config: TrainConfig, 
         processing_class=processor,
         callbacks=[MetricsFileCallback(run_dir / "metrics.jsonl")],
         generation={"num_beams": config.num_beams, "max_new_tokens": config.max_new_tokens},
+        max_nonfinite_steps=config.max_nonfinite_steps,
         predictions_path=run_dir / "predictions.jsonl",
     )
 
 
-class FlorenceTrainer(Trainer):
+class FlorenceTrainer(reliability.ReliableTrainerMixin, Trainer):
     """``Trainer`` plus: counters of skipped/truncated samples, and ANLS from generation at eval."""
 
     def __init__(self, *args, generation: dict[str, int], predictions_path: Path, **kwargs):
@@ -189,8 +224,8 @@ class FlorenceTrainer(Trainer):
             self.model, self.processing_class, dataset,
             batch_size=self.args.per_device_eval_batch_size, **self.generation,
         )
-        self.model.train(self.model.training)
-        evaluation.write_predictions(records, self.predictions_path)
+        if distributed.is_main():
+            evaluation.write_predictions(records, self.predictions_path)
         summary = evaluation.summarise(records)
         result = {f"{prefix}_anls": summary["anls"], f"{prefix}_exact_match": summary["exact_match"],
                   f"{prefix}_n": summary["n"]}
@@ -203,6 +238,10 @@ class MetricsFileCallback(TrainerCallback):
 
     def __init__(self, path: Path):
         self.path = path
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero and self.path.exists():  # a resumed run logs its later steps anew
+            reliability.drop_lines_after(self.path, state.global_step)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
@@ -228,6 +267,7 @@ def summarise_run(config, trainer: FlorenceTrainer, before, after, baseline, fin
         "first_train_loss": train_losses[0] if train_losses else None,
         "last_train_loss": train_losses[-1] if train_losses else None,
         "data": dict(trainer.train_stats),
+        "skipped_updates": trainer.guard.skipped,  # optimizer steps skipped for a NaN/inf loss or gradient
         "device": "cuda" if torch.cuda.is_available() else "cpu",
     }
     return summary

@@ -1,0 +1,110 @@
+"""The original multi-GPU command, now on PyTorch's own launcher (torchrun).
+
+    python distributed_train.py --dataset docvqa --epochs 10 --eval-steps 1000
+
+uses every visible GPU (one process each, NCCL). On a CPU machine ``--nproc N`` runs N gloo
+processes. Across machines, run the same command on each node with ``--nnodes M --node-rank R
+--rdzv-endpoint HOST:PORT``. The original flags keep their meaning (``--batch-size``,
+``--use-lora``, ``--lr``, ``--run-name``, ``--max-val-item-count``) and every ``florence-tune
+train`` option is accepted too, e.g.
+
+    python distributed_train.py --dataset synthetic --model tiny --epochs 1 --nproc 2
+
+This file only translates flags; ``torch.distributed.run`` (torchrun) starts, watches and stops the
+processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="Any other option is passed to 'florence-tune train' (see its --help).")
+    original = parser.add_argument_group("original options")
+    original.add_argument("--dataset", default="docvqa", help="Dataset spec: docvqa, a hub id or a local folder.")
+    original.add_argument("--epochs", type=float, default=10, help="Number of epochs (default 10).")
+    original.add_argument("--eval-steps", type=int, default=10000, help="Evaluate every N steps (default 10000).")
+    original.add_argument("--batch-size", type=int, default=6, help="Samples per GPU per step (default 6).")
+    original.add_argument("--lr", type=float, default=None,
+                          help="Learning rate (default 1e-6 for the default Florence-2 base; "
+                               "florence-tune's own default when --model is given).")
+    original.add_argument("--use-lora", action="store_true", help="Train LoRA adapters instead of all weights.")
+    original.add_argument("--run-name", default=None, help="Run name; output goes to runs/<run-name>.")
+    original.add_argument("--max-val-item-count", type=int, default=1000,
+                          help="Evaluate on at most this many validation samples (default 1000).")
+    launch = parser.add_argument_group("launcher options (torchrun)")
+    launch.add_argument("--nproc", type=int, default=None,
+                        help="Processes on this machine (default: one per visible GPU, or 1 on CPU).")
+    launch.add_argument("--nnodes", default="1", help="Number of machines (or MIN:MAX for elastic runs).")
+    launch.add_argument("--node-rank", type=int, default=None, help="This machine's rank (static rendezvous).")
+    launch.add_argument("--rdzv-endpoint", default=None, help="HOST:PORT every node can reach (multi-node).")
+    launch.add_argument("--rdzv-timeout", type=int, default=300,
+                        help="Seconds to wait for all nodes to join before giving up (default 300).")
+    return parser.parse_known_args(argv)
+
+
+def train_arguments(args: argparse.Namespace, passthrough: list[str]) -> list[str]:
+    """The ``florence-tune train`` command line the original flags stand for."""
+    train = ["--model", "florence-community/Florence-2-base", "--task-prompt", "<DocVQA>",
+             "--dataset", args.dataset, "--epochs", str(args.epochs), "--eval-steps", str(args.eval_steps),
+             "--batch-size", str(args.batch_size), "--max-eval-samples", str(args.max_val_item_count),
+             "--output-dir", f"runs/{args.run_name or 'distributed'}"]
+    if args.lr is not None:
+        train += ["--lr", str(args.lr)]
+    elif "--model" not in passthrough:
+        train += ["--lr", "1e-6"]  # the original script's rate for Florence-2 base
+    if args.use_lora:
+        train += ["--strategy", "lora"]
+    return train + passthrough  # later flags win, so the user's own options override the defaults
+
+
+def launcher_arguments(args: argparse.Namespace) -> list[str]:
+    nproc = args.nproc if args.nproc is not None else _visible_gpus() or 1
+    launch = ["--nproc-per-node", str(nproc), "--nnodes", str(args.nnodes), "--max-restarts", "0"]
+    if args.rdzv_endpoint:
+        launch += ["--rdzv-backend", "c10d", "--rdzv-endpoint", args.rdzv_endpoint,
+                   "--rdzv-conf", f"join_timeout={args.rdzv_timeout}"]
+        if args.node_rank is not None:
+            launch += ["--node-rank", str(args.node_rank)]
+    elif args.nnodes != "1":
+        sys.exit("distributed_train.py: error: --nnodes above 1 needs --rdzv-endpoint HOST:PORT")
+    else:
+        launch += ["--standalone"]  # picks a free local port: no hard-coded rendezvous address
+    return launch
+
+
+def _visible_gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def main(argv: list[str]) -> int:
+    args, passthrough = parse(argv)
+    torchrun_args = [*launcher_arguments(args), "-m", "florence_tune", "train", *train_arguments(args, passthrough)]
+    if os.environ.get("FLORENCE_TUNE_PRINT_LAUNCH"):
+        print("torchrun " + " ".join(torchrun_args))
+        return 0
+    # torchrun's own entry point, in this process: its agent starts, watches and stops the workers.
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.elastic.rendezvous.api import RendezvousTimeoutError
+    from torch.distributed.run import main as torchrun
+
+    try:
+        torchrun(torchrun_args)
+    except RendezvousTimeoutError:
+        print(f"distributed_train.py: error: not all {args.nnodes} nodes joined the rendezvous at "
+              f"{args.rdzv_endpoint} within {args.rdzv_timeout}s; start this command on every node and check "
+              "that the address is reachable and the port open", file=sys.stderr)
+        return 1
+    except ChildFailedError:
+        return 1  # torchrun has already printed which rank failed and why
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
