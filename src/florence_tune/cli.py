@@ -3,6 +3,7 @@
     florence-tune train      fine-tune (no arguments: the embedded tiny model on the synthetic set)
     florence-tune evaluate   ANLS of a model on a dataset split, with predictions.jsonl
     florence-tune predict    answer a question about one image, or run a Florence-2 task on it
+    florence-tune export     one full checkpoint from a run (--merge folds LoRA adapters in)
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from florence_tune import __version__
-from florence_tune.config import EvalConfig, PredictConfig, TrainConfig, add_arguments, resolve
+from florence_tune.config import EvalConfig, ExportConfig, PredictConfig, TrainConfig, add_arguments, resolve
 from florence_tune.errors import FlorenceTuneError
 
 
@@ -56,10 +57,18 @@ def _predict(config: PredictConfig) -> int:
     return 0
 
 
+def _export(config: ExportConfig) -> int:
+    from florence_tune.export import export
+
+    print(f"exported to {export(config)}")
+    return 0
+
+
 COMMANDS: dict[str, tuple[type, Callable[[Any], int], str]] = {
     "train": (TrainConfig, _train, "Fine-tune Florence-2 (no arguments: tiny model on the synthetic set)."),
     "evaluate": (EvalConfig, _evaluate, "Generate answers for a dataset split and score them (ANLS)."),
     "predict": (PredictConfig, _predict, "Answer a question about an image, or run a Florence-2 task on it."),
+    "export": (ExportConfig, _export, "Write a run's model as one full checkpoint (--merge folds LoRA adapters in)."),
 }
 
 

@@ -52,6 +52,19 @@ class TrainConfig(GenerationSettings):
                                        "(bare flag or 'auto'), or from the checkpoint folder PATH.",
                                  const="auto", saved=False)
     task_prompt: str = setting("<VQA>", "Task prompt put before every question.")
+    strategy: str = setting("full", "What trains: all weights, all but the vision tower, LoRA adapters, or LoRA on a "
+                                    "4-bit base (GPU + bitsandbytes).",
+                            choices=["full", "freeze-vision", "lora", "qlora"])
+    freeze: str = setting("", "Comma-separated glob patterns of parameter names to freeze as well "
+                              "(e.g. 'model.language_model.encoder.*').")
+    gradient_checkpointing: bool = setting(False, "Recompute activations in the backward pass to save memory.")
+    lora_rank: int = setting(8, "LoRA rank r.")
+    lora_alpha: int = setting(16, "LoRA scaling alpha.")
+    lora_dropout: float = setting(0.05, "Dropout on the LoRA input.")
+    lora_targets: str = setting("", "Comma-separated module names to adapt (default: every linear layer of both "
+                                    "towers: q_proj,k_proj,v_proj,out_proj,fc1,fc2,qkv,proj,image_projection).")
+    use_dora: bool = setting(False, "Weight-decomposed LoRA (DoRA).")
+    use_rslora: bool = setting(False, "Rank-stabilised LoRA scaling (alpha / sqrt(r)).")
     epochs: float = setting(3.0, "Number of passes over the training split.")
     max_steps: int = setting(-1, "Stop after this many optimizer steps (overrides --epochs when > 0).")
     batch_size: int = setting(8, "Samples per device per step.")
@@ -102,6 +115,14 @@ class PredictConfig(GenerationSettings):
     question: str = setting(None, "Question about the image (VQA).")
     task: str = setting(None, "Florence-2 task token instead of a question: <CAPTION>, <OCR>, <OD>, ...")
     task_prompt: str = setting("<VQA>", "Task prompt put before --question.")
+    trust_remote_code: bool = setting(False, "Allow code from the model repository to run (off by default).")
+
+
+@dataclass
+class ExportConfig:
+    model: str = setting(None, "Run directory or checkpoint to export (LoRA runs need --merge).")
+    output: str = setting(None, "Folder to write the full model + processor to.")
+    merge: bool = setting(False, "Fold LoRA adapters into the base weights (the result loads without peft).")
     trust_remote_code: bool = setting(False, "Allow code from the model repository to run (off by default).")
 
 

@@ -21,6 +21,7 @@ MODEL_FORMS = (
     "'tiny', a hub id like florence-community/Florence-2-base, a run directory, "
     "or a folder with config.json (final/ or checkpoint-N/)"
 )
+ADAPTER_CONFIG = "adapter_config.json"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -40,13 +41,17 @@ def resolve_model_path(spec: str) -> str:
     raise UsageError(f"model '{spec}' not found; accepted forms: {MODEL_FORMS}")
 
 
+def _is_checkpoint(path: Path) -> bool:
+    """A full model (config.json) or LoRA adapters (adapter_config.json)."""
+    return (path / "config.json").is_file() or (path / ADAPTER_CONFIG).is_file()
+
+
 def _checkpoint_folder(path: Path) -> Path:
-    if (path / "config.json").exists():
+    if _is_checkpoint(path):
         return path
-    if (path / "final" / "config.json").exists():
+    if _is_checkpoint(path / "final"):
         return path / "final"
-    found = [p for p in path.glob("checkpoint-*")
-             if checkpoints.step_of(p) is not None and (p / "config.json").is_file()]
+    found = [p for p in path.glob("checkpoint-*") if checkpoints.step_of(p) is not None and _is_checkpoint(p)]
     # a folder without the COMPLETE marker may be half-written; only runs from before atomic saves lack it everywhere
     complete = [p for p in found if checkpoints.is_complete(p)]
     candidates = sorted(complete or found, key=checkpoints.step_of)
@@ -70,11 +75,16 @@ def _reject_remote_code_layout(location: str, trust_remote_code: bool) -> None:
         )
 
 
-def load(spec: str, *, trust_remote_code: bool = False):
-    """Return ``(model, processor)`` for a model spec, in eval mode on the CPU."""
+def load(spec: str, *, trust_remote_code: bool = False, quantization=None):
+    """Return ``(model, processor)`` for a model spec, in eval mode on the CPU.
+
+    A folder of LoRA adapters loads its base model (named in the adapter config) and wraps it.
+    """
     from transformers import AutoProcessor, Florence2ForConditionalGeneration
 
     location = resolve_model_path(spec)
+    if (Path(location) / ADAPTER_CONFIG).exists():
+        return _load_adapters(Path(location), trust_remote_code=trust_remote_code)
     _reject_remote_code_layout(location, trust_remote_code)
     online = True if Path(location).exists() else hub.prepare_for_hub()
     if trust_remote_code:
@@ -85,7 +95,8 @@ def load(spec: str, *, trust_remote_code: bool = False):
 
             model = AutoModelForCausalLM.from_pretrained(location, trust_remote_code=True)
         else:
-            model = Florence2ForConditionalGeneration.from_pretrained(location, use_safetensors=True)
+            extra = {"quantization_config": quantization} if quantization is not None else {}
+            model = Florence2ForConditionalGeneration.from_pretrained(location, use_safetensors=True, **extra)
         processor = AutoProcessor.from_pretrained(location, trust_remote_code=trust_remote_code)
     except OSError as exc:
         raise FlorenceTuneError(
@@ -97,6 +108,19 @@ def load(spec: str, *, trust_remote_code: bool = False):
             raise UsageError(f"model '{spec}' needs --trust-remote-code to load ({first_line(exc)})") from None
         raise
     return model.eval(), processor
+
+
+def _load_adapters(folder: Path, *, trust_remote_code: bool):
+    from peft import PeftModel
+    from transformers import AutoProcessor
+
+    base_spec = json.loads((folder / ADAPTER_CONFIG).read_text()).get("base_model_name_or_path")
+    if not base_spec:
+        raise UsageError(f"adapter folder '{folder}' does not name its base model (base_model_name_or_path)")
+    base, processor = load(base_spec, trust_remote_code=trust_remote_code)
+    if (folder / "processor_config.json").exists():
+        processor = AutoProcessor.from_pretrained(folder)
+    return PeftModel.from_pretrained(base, folder).eval(), processor
 
 
 def save(model, processor, directory: str | Path) -> Path:

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from florence_tune import data, distributed, evaluation, modeling, reliability
+from florence_tune import data, distributed, evaluation, modeling, reliability, strategies
 from florence_tune.config import TrainConfig, to_yaml
 from florence_tune.data.collate import Collator, encoder_positions
 from florence_tune.errors import UsageError
@@ -37,7 +37,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     distributed.barrier()  # every rank has checked the folder before rank 0 touches it
     with distributed.main_process_first():  # rank 0 builds caches / downloads, the others reuse them
         train_data, eval_data = load_splits(config)
-        model, processor = modeling.load(config.model, trust_remote_code=config.trust_remote_code)
+        model, processor = load_model(config)
     report_parameters(model)
     if distributed.is_main():
         prepare_run_dir(run_dir, config)
@@ -61,6 +61,27 @@ def train(config: TrainConfig) -> dict[str, Any]:
         write_model_card(run_dir, config, summary)
     distributed.barrier()
     return summary
+
+
+def load_model(config: TrainConfig):
+    """(model ready for its strategy, processor)."""
+    strategy = strategies.parse_strategy(config.strategy)
+    quantization = strategies.quantization_config() if strategy is strategies.Strategy.QLORA else None
+    model, processor = modeling.load(config.model, trust_remote_code=config.trust_remote_code,
+                                     quantization=quantization)
+    lora = strategies.LoraSettings(
+        rank=config.lora_rank, alpha=config.lora_alpha, dropout=config.lora_dropout,
+        targets=_split(config.lora_targets) or strategies.DEFAULT_LORA_TARGETS,
+        use_dora=config.use_dora, use_rslora=config.use_rslora)
+    model = strategies.apply(model, strategy, freeze=_split(config.freeze), lora=lora)
+    if strategies.is_adapter_model(model):
+        # Saved adapters name the model spec the user gave, so they reload through modeling.load.
+        model.peft_config["default"].base_model_name_or_path = config.model
+    return model, processor
+
+
+def _split(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
 def load_splits(config: TrainConfig):
@@ -151,6 +172,7 @@ def training_arguments(config: TrainConfig, run_dir: Path) -> TrainingArguments:
         save_total_limit=config.save_total_limit,
         logging_steps=config.logging_steps,
         seed=config.seed,
+        gradient_checkpointing=config.gradient_checkpointing,
         train_sampling_strategy="random" if config.shuffle else "sequential",
         ddp_timeout=config.ddp_timeout,
         bf16=config.bf16,

@@ -1,0 +1,29 @@
+"""Write a run's model as one full checkpoint, folding LoRA adapters into the weights.
+
+    florence-tune export --model runs/lora-demo --merge --output exported/
+
+The result loads with plain ``transformers`` (``Florence2ForConditionalGeneration.from_pretrained``),
+without peft.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from florence_tune import modeling, strategies
+from florence_tune.config import ExportConfig
+from florence_tune.errors import UsageError
+
+
+def export(config: ExportConfig) -> Path:
+    if not config.model or not config.output:
+        raise UsageError("export needs --model RUN_OR_CHECKPOINT and --output DIR")
+    output = Path(config.output)
+    if output.exists() and any(output.iterdir()):
+        raise UsageError(f"--output '{output}' is not empty; choose a new folder")
+    model, processor = modeling.load(config.model, trust_remote_code=config.trust_remote_code)
+    if strategies.is_adapter_model(model):
+        if not config.merge:
+            raise UsageError(f"'{config.model}' holds LoRA adapters; pass --merge to fold them into a full model")
+        model = model.merge_and_unload()
+    return modeling.save(model, processor, output)
