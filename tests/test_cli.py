@@ -47,6 +47,10 @@ def test_train_writes_a_complete_run_directory(trained_run, capsys):
     summary = json.loads((trained_run / "summary.json").read_text())
     assert summary["steps"] == 6 and summary["anls_after"] is not None
     assert "model_card" not in summary and "ANLS" in (trained_run / "README.md").read_text()
+    page = (trained_run / "report.html").read_text()
+    assert "data:image/png;base64," in page and "data:image/jpeg;base64," in page, "curves and gallery pages"
+    assert "report.html" in (trained_run / "README.md").read_text()
+    assert list((trained_run / "tensorboard").glob("events.out.tfevents.*")), "TensorBoard logs in the run dir"
 
 
 def test_final_loads_with_plain_transformers(trained_run):
@@ -66,6 +70,10 @@ def test_evaluate_writes_predictions_and_prints_json(trained_run, tmp_path, caps
     assert {"anls", "exact_match", "n"} <= set(result) and result["n"] == 6
     rows = [json.loads(line) for line in output.read_text().splitlines()]
     assert len(rows) == 6
+    assert not (tmp_path / "report.html").exists()
+    assert main(["evaluate", "--model", str(trained_run), "--max-samples", "4", "--num-beams", "1",
+                 "--output", str(output), "--report"]) == 0
+    assert "data:image/jpeg;base64," in (tmp_path / "report.html").read_text()
     assert {"question_id", "question", "prediction", "references", "anls"} <= set(rows[0])
 
 

@@ -3,12 +3,16 @@
     florence-tune train      fine-tune (no arguments: the embedded tiny model on the synthetic set)
     florence-tune evaluate   ANLS of a model on a dataset split, with predictions.jsonl
     florence-tune predict    answer a question about one image, or run a Florence-2 task on it
+    florence-tune report     an HTML report of a run (curves, metrics per group, worst predictions)
     florence-tune export     one full checkpoint from a run (--merge folds LoRA adapters in)
+    florence-tune convert SRC DST   an original-layout (remote-code) Florence-2 checkpoint → native
+    florence-tune data inspect SPEC   counts, lengths, bad samples and a contact sheet of a dataset split
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -16,7 +20,17 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from florence_tune import __version__
-from florence_tune.config import EvalConfig, ExportConfig, PredictConfig, TrainConfig, add_arguments, resolve
+from florence_tune.config import (
+    ConvertConfig,
+    EvalConfig,
+    ExportConfig,
+    InspectConfig,
+    PredictConfig,
+    ReportConfig,
+    TrainConfig,
+    add_arguments,
+    resolve,
+)
 from florence_tune.errors import FlorenceTuneError
 
 
@@ -29,6 +43,11 @@ def _train(config: TrainConfig) -> int:
     print(f"validation ANLS before fine-tuning: {_num(summary['anls_before'])}")
     print(f"validation ANLS after fine-tuning:  {_num(summary['anls_after'])}")
     print(f"image-blind baseline ANLS:          {_num(summary['anls_blind_baseline'])}")
+    for name, value in (summary.get("metrics_after") or {}).items():  # the task metrics (mAP, CER...)
+        if name not in ("anls", "exact_match"):
+            before = (summary.get("metrics_before") or {}).get(name)
+            print(f"validation {name} before / after:  {_num(before)} / {_num(value)}")
+    print(f"samples skipped or altered:         {_counts(summary.get('data') or {})}")
     print(f"model saved to {summary['final']}")
     print(json.dumps(summary))
     return 0
@@ -57,6 +76,21 @@ def _predict(config: PredictConfig) -> int:
     return 0
 
 
+def _report(config: ReportConfig) -> int:
+    from florence_tune import report
+    from florence_tune.errors import UsageError
+
+    if config.compare:
+        path = report.write_comparison(*config.compare, output=config.output or "comparison.html",
+                                       column=config.group_by)
+    elif config.run:
+        path = report.write_report(config.run, column=config.group_by, output=config.output)
+    else:
+        raise UsageError("report needs a run directory (florence-tune report RUN_DIR) or --compare RUN_A RUN_B")
+    print(f"report written to {path}")
+    return 0
+
+
 def _export(config: ExportConfig) -> int:
     from florence_tune.export import export
 
@@ -64,16 +98,48 @@ def _export(config: ExportConfig) -> int:
     return 0
 
 
+def _convert(config: ConvertConfig) -> int:
+    from florence_tune.convert import convert
+
+    print(f"converted to {convert(config)}")
+    return 0
+
+
 COMMANDS: dict[str, tuple[type, Callable[[Any], int], str]] = {
     "train": (TrainConfig, _train, "Fine-tune Florence-2 (no arguments: tiny model on the synthetic set)."),
     "evaluate": (EvalConfig, _evaluate, "Generate answers for a dataset split and score them (ANLS)."),
     "predict": (PredictConfig, _predict, "Answer a question about an image, or run a Florence-2 task on it."),
+    "report": (ReportConfig, _report, "Write an HTML report of a run: curves, metrics per group, worst predictions."),
     "export": (ExportConfig, _export, "Write a run's model as one full checkpoint (--merge folds LoRA adapters in)."),
+    "convert": (ConvertConfig, _convert, "Convert an original-layout Florence-2 checkpoint (auto_map, remote code) "
+                                         "into a native one, without running its code."),
+}
+
+
+def _inspect(config: InspectConfig) -> int:
+    from florence_tune.data import inspect
+
+    summary = inspect.run(config)
+    print("\n".join(inspect.describe(summary)))
+    print(json.dumps(summary))
+    return 0
+
+
+# Commands with subcommands: ``florence-tune data inspect SPEC``.
+GROUPS: dict[str, tuple[str, dict[str, tuple[type, Callable[[Any], int], str]]]] = {
+    "data": ("Look at a dataset before training on it.", {
+        "inspect": (InspectConfig, _inspect, "Counts, token lengths, image sizes, bad samples by reason and a "
+                                             "contact sheet PNG of a dataset split."),
+    }),
 }
 
 
 def _num(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else "n/a"
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{name} {count}" for name, count in sorted(counts.items())) or "none"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,7 +149,25 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (config_cls, _, help_text) in COMMANDS.items():
         add_arguments(sub.add_parser(name, help=help_text, description=help_text), config_cls)
+    for name, (help_text, commands) in GROUPS.items():
+        group = sub.add_parser(name, help=help_text, description=help_text).add_subparsers(
+            dest="subcommand", metavar="SUBCOMMAND")
+        for sub_name, (config_cls, _, sub_help) in commands.items():
+            add_arguments(group.add_parser(sub_name, help=sub_help, description=sub_help), config_cls)
     return parser
+
+
+def _chosen(parser: argparse.ArgumentParser, args: argparse.Namespace):
+    """(config class, function, name to print) of the command line, or None after printing the help."""
+    if args.command in GROUPS:
+        if args.subcommand is None:  # like a bare florence-tune: the group's help, exit status 2
+            with contextlib.suppress(SystemExit):
+                parser.parse_args([args.command, "--help"])
+            return None
+        config_cls, run, _ = GROUPS[args.command][1][args.subcommand]
+        return config_cls, run, f"{args.command} {args.subcommand}"
+    config_cls, run, _ = COMMANDS[args.command]
+    return config_cls, run, args.command
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -92,15 +176,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    config_cls, run, _ = COMMANDS[args.command]
+    chosen = _chosen(parser, args)
+    if chosen is None:
+        return 2
+    config_cls, run, name = chosen
     _quiet_libraries()
     try:
         return run(resolve(config_cls, args))
     except FlorenceTuneError as exc:
-        print(f"florence-tune {args.command}: {exc.label}: {exc}", file=sys.stderr)
+        print(f"florence-tune {name}: {exc.label}: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print(f"florence-tune {args.command}: interrupted", file=sys.stderr)
+        print(f"florence-tune {name}: interrupted", file=sys.stderr)
         return 130
 
 

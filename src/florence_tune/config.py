@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,15 +22,17 @@ from florence_tune.errors import UsageError
 
 
 def setting(default: Any, help: str, *, flag: str | None = None, choices: list[str] | None = None,
-            const: Any = None, saved: bool = True) -> Any:
+            const: Any = None, saved: bool = True, positional: bool = False, nargs: int | None = None) -> Any:
     """A config field carrying its own ``--help`` text (and optionally a custom flag name).
 
     ``const``: the value a bare flag takes (``--resume`` alone means ``--resume auto``).
     ``saved=False``: the setting says what this invocation does with the run folder (overwrite,
     resume), so the run's ``config.yaml`` leaves it out and replaying that file never repeats it.
+    ``positional``: given without a flag (``florence-tune report RUN_DIR``); ``nargs``: a fixed count of values.
     """
     return field(default=default, metadata={"help": help, "flag": flag, "choices": choices,
-                                            "const": const, "saved": saved})
+                                            "const": const, "saved": saved, "positional": positional,
+                                            "nargs": nargs})
 
 
 @dataclass
@@ -41,9 +44,26 @@ class GenerationSettings:
 
 
 @dataclass
-class TrainConfig(GenerationSettings):
+class DataSettings:
+    """How a dataset spec is read; shared by train, evaluate and data inspect."""
+
+    streaming: bool = setting(False, "Stream the dataset instead of downloading or converting it whole (hub ids, "
+                                     "parquet, JSONL); training then needs --max-steps.")
+    clean_questions: bool = setting(False, "Capitalise questions and end them with '?' (DocVQA-style questions), "
+                                           "as the original training scripts did.")
+    multi_image: str = setting("tile", "Rows with several images (Cauldron, Docmatix): tile them into one image, "
+                                       "or skip them; either way they are counted.", choices=["tile", "skip"])
+    holdout_rows: int = setting(100, "Rows per configuration held out as the validation split of a source that has "
+                                     "none (the Cauldron, Docmatix, a single JSONL file); its train split leaves "
+                                     "them out.")
+
+
+@dataclass
+class TrainConfig(DataSettings, GenerationSettings):
     model: str = setting("tiny", "Model: 'tiny', a hub id (florence-community/Florence-2-base) or a local folder.")
-    dataset: str = setting("synthetic", "Dataset: 'synthetic', 'docvqa', a hub id or a local folder.")
+    dataset: str = setting("synthetic", "Dataset spec: 'synthetic', 'docvqa', 'cauldron[:chartqa,...]', "
+                                       "'docmatix', a hub id, a JSONL file or a folder (JSONL + images, parquet, "
+                                       "save_to_disk), or a mixture 'docvqa=0.7,cauldron:chartqa=0.3'.")
     train_split: str = setting("train", "Split to train on.")
     eval_split: str = setting("validation", "Split to evaluate on ('none' to skip evaluation).")
     output_dir: str = setting("runs/demo", "Run directory (checkpoints, final/, metrics.jsonl, model card).")
@@ -90,22 +110,45 @@ class TrainConfig(GenerationSettings):
     num_workers: int = setting(0, "Data-loader worker processes.")
     seed: int = setting(42, "Random seed (data order, initialisation of new layers).")
     shuffle: bool = setting(True, "Shuffle the training data every epoch (--no-shuffle keeps the dataset order).")
+    report_to: str = setting("tensorboard", "Where to log besides metrics.jsonl: tensorboard (local files in the run "
+                                            "directory), wandb, mlflow (comma-separated), or none.")
     ddp_timeout: int = setting(600, "Seconds a distributed collective waits for a stalled rank before the job fails.")
     bf16: bool = setting(False, "Train in bfloat16 autocast (GPU).")
     trust_remote_code: bool = setting(False, "Allow code from the model repository to run (off by default).")
     eval_before: bool = setting(True, "Evaluate once before training, for a before/after comparison.")
+    metrics: str = setting("", "Comma-separated metrics to report (anls, exact_match, cer, wer, bleu, map, map_50); "
+                               "default: chosen by each sample's task.")
 
 
 @dataclass
-class EvalConfig(GenerationSettings):
+class EvalConfig(DataSettings, GenerationSettings):
     model: str = setting(None, "Model: 'tiny', a hub id, a run directory, or a final/ or checkpoint folder.")
-    dataset: str = setting("synthetic", "Dataset: 'synthetic', 'docvqa', a hub id or a local folder.")
-    split: str = setting("validation", "Split to evaluate.")
+    dataset: str = setting("synthetic", "Dataset spec: 'synthetic', 'docvqa', 'cauldron[:chartqa,...]', "
+                                       "'docmatix', a hub id, a JSONL file or a folder (JSONL + images, parquet, "
+                                       "save_to_disk), or a mixture 'docvqa=0.7,cauldron:chartqa=0.3'.")
+    split: str = setting("validation", "Split to evaluate (DocVQA's 'test' has no answers: predictions only).")
     output: str = setting("predictions.jsonl", "Where to write the predictions (JSON lines).")
     task_prompt: str = setting("<VQA>", "Task prompt put before every question.")
     batch_size: int = setting(16, "Samples per generation batch.")
     max_samples: int = setting(0, "Evaluate on at most this many samples (0: the whole split).")
     trust_remote_code: bool = setting(False, "Allow code from the model repository to run (off by default).")
+    report: bool = setting(False, "Also write report.html (metrics per group, worst predictions) next to --output.")
+    group_by: str = setting(None, "Metadata column to group the report by (default: question type).")
+    metrics: str = setting("", "Comma-separated metrics to report (anls, exact_match, cer, wer, bleu, map, map_50); "
+                               "default: chosen by each sample's task.")
+
+
+@dataclass
+class InspectConfig(DataSettings):
+    dataset: str = setting("synthetic", "Dataset spec to inspect (any form train --dataset accepts).", positional=True)
+    split: str = setting("train", "Split to inspect.")
+    model: str = setting("tiny", "Model whose tokenizer counts the question and answer tokens.")
+    task_prompt: str = setting("<VQA>", "Task prompt put before every question.")
+    max_samples: int = setting(0, "Inspect at most this many samples (0: the whole split).")
+    max_target_tokens: int = setting(128, "Count answers longer than this many tokens (training truncates them).")
+    sheet: str = setting("contact_sheet.png", "Where to write the contact sheet (PNG of samples with their "
+                                              "question and answer).")
+    sheet_samples: int = setting(12, "How many samples the contact sheet shows.")
 
 
 @dataclass
@@ -116,6 +159,24 @@ class PredictConfig(GenerationSettings):
     task: str = setting(None, "Florence-2 task token instead of a question: <CAPTION>, <OCR>, <OD>, ...")
     task_prompt: str = setting("<VQA>", "Task prompt put before --question.")
     trust_remote_code: bool = setting(False, "Allow code from the model repository to run (off by default).")
+
+
+@dataclass
+class ReportConfig:
+    run: str = setting(None, "Run directory to report on (its metrics.jsonl, predictions.jsonl, summary.json).",
+                       positional=True)
+    group_by: str = setting(None, "Metadata column to group metrics by (default: question type / family / source).")
+    compare: list[str] = setting(None, "Two run directories to show side by side (metric deltas per group).",
+                                 nargs=2)
+    output: str = setting(None, "HTML file to write (default: report.html in the run; comparison.html).")
+
+
+@dataclass
+class ConvertConfig:
+    source: str = setting(None, "Folder of a checkpoint in Microsoft's original Florence-2 layout (auto_map).",
+                          positional=True)
+    destination: str = setting(None, "Folder to write the native checkpoint to.", positional=True)
+    overwrite: bool = setting(False, "Replace a non-empty destination folder.", saved=False)
 
 
 @dataclass
@@ -132,7 +193,9 @@ def _flag(f: dataclasses.Field) -> str:
 
 def _field_type(cls: type, f: dataclasses.Field) -> type:
     hint = typing.get_type_hints(cls)[f.name]
-    return next((t for t in typing.get_args(hint) if t is not type(None)), hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):  # X | None → X
+        return next(t for t in typing.get_args(hint) if t is not type(None))
+    return typing.get_origin(hint) or hint  # list[str] → list
 
 
 def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
@@ -143,7 +206,11 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         help_text = f.metadata.get("help", "")
         if f.default not in (None, False, ""):
             help_text += f" (default: {f.default})"
-        if kind is bool:
+        if f.metadata.get("positional"):
+            parser.add_argument(f.name, nargs="?", default=None, metavar=f.name.upper(), help=help_text)
+        elif f.metadata.get("nargs"):
+            parser.add_argument(_flag(f), dest=f.name, nargs=f.metadata["nargs"], default=None, help=help_text)
+        elif kind is bool:
             parser.add_argument(_flag(f), dest=f.name, action=argparse.BooleanOptionalAction,
                                 default=None, help=help_text)
         else:

@@ -92,6 +92,15 @@ def gather(items: list[Any]) -> list[Any]:
     return [item for part in gathered for item in (part or [])]
 
 
+def sum_counts(counts: dict[str, int]) -> dict[str, int]:
+    """Counters added up over every rank (each counts only the samples it saw)."""
+    total: dict[str, int] = {}
+    for part in gather([dict(counts)]):
+        for name, count in part.items():
+            total[name] = total.get(name, 0) + count
+    return total
+
+
 def device():
     """The device this rank computes on (its local GPU under torchrun, else the CPU)."""
     return init().device

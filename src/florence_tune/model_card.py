@@ -18,6 +18,7 @@ def write_model_card(run_dir: Path, config, summary: dict[str, Any]) -> Path:
         f"- Base model: `{config.model}`",
         f"- Data: `{config.dataset}` (train split `{config.train_split}`, evaluated on `{config.eval_split}`)",
         f"- Task prompt: `{config.task_prompt}`",
+        f"- Strategy: `{config.strategy}`",
         f"- Optimizer steps: {summary['steps']} (batch {config.batch_size} x accumulation {config.grad_accum}, "
         f"learning rate {summary.get('learning_rate')}, seed {config.seed})",
         "",
@@ -41,6 +42,8 @@ def write_model_card(run_dir: Path, config, summary: dict[str, Any]) -> Path:
         f'model = Florence2ForConditionalGeneration.from_pretrained("{summary["final"]}")',
         f'processor = AutoProcessor.from_pretrained("{summary["final"]}")',
         "```",
+        "",
+        "Report: [report.html](report.html) — curves, metrics per question type, the worst predictions.",
         "",
         "Files: `config.yaml` (resolved settings), `metrics.jsonl` (every logged event), "
         "`predictions.jsonl` (last evaluation), `final/` (model + processor).",

@@ -70,7 +70,8 @@ def _reject_remote_code_layout(location: str, trust_remote_code: bool) -> None:
     if "auto_map" in config:
         raise UsageError(
             f"model '{location}' is in the original Florence-2 layout that runs code from the repository; "
-            "use a native checkpoint (florence-community/Florence-2-base or -large), "
+            f"convert it without running that code with 'florence-tune convert {location} NATIVE_DIR' and pass "
+            "--model NATIVE_DIR, use a native checkpoint (florence-community/Florence-2-base or -large), "
             "or pass --trust-remote-code if you trust its code"
         )
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 import yaml
-from transformers import TrainerCallback
+from transformers import ProgressCallback, TrainerCallback
 
 from florence_tune import checkpoints
 from florence_tune.config import TrainConfig, build
@@ -37,13 +37,15 @@ log = logging.getLogger(__name__)
 STATE_FILE = "florence_tune_state.json"  # our counters, inside every checkpoint
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
-# Settings that change what is written, evaluated or printed, never the optimisation: they may differ
-# when a run is resumed. Every other setting must match the run's config.yaml (new settings are
-# compared unless added here, the safe default).
+# Settings that change what is written, evaluated, reported or how memory is spent, never the
+# optimisation: they may differ when a run is resumed (e.g. gradient checkpointing after an out-of-memory
+# stop). Every other setting must match the run's config.yaml; a new setting is compared unless it is
+# added here, the safe default.
 FREE_ON_RESUME = frozenset({
     "output_dir", "overwrite", "resume", "eval_split", "eval_batch_size", "eval_steps", "save_steps",
     "save_total_limit", "logging_steps", "max_eval_samples", "num_workers", "eval_before", "num_beams",
-    "max_new_tokens", "trust_remote_code", "max_nonfinite_steps", "ddp_timeout",
+    "max_new_tokens", "trust_remote_code", "max_nonfinite_steps", "ddp_timeout", "report_to", "metrics",
+    "gradient_checkpointing",
 })
 
 
@@ -51,8 +53,18 @@ FREE_ON_RESUME = frozenset({
 
 
 def resume_command(run_dir: str | Path) -> str:
-    """The command that continues the run in ``run_dir`` with exactly its saved settings."""
-    return f"florence-tune train --config {shlex.quote(str(Path(run_dir) / 'config.yaml'))} --resume"
+    """The command that continues the run in ``run_dir`` with exactly its saved settings (and launcher)."""
+    return f"{_launcher()} --config {shlex.quote(str(Path(run_dir) / 'config.yaml'))} --resume"
+
+
+def _launcher() -> str:
+    """``florence-tune train``, or the torchrun line that started this process with as many processes."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return "florence-tune train"
+    per_node = os.environ.get("LOCAL_WORLD_SIZE", os.environ["WORLD_SIZE"])
+    nodes = int(os.environ["WORLD_SIZE"]) // max(int(per_node), 1)
+    where = f"--nnodes {nodes} <your rendezvous options> " if nodes > 1 else ""  # the endpoint is not ours to know
+    return f"torchrun {where}--nproc-per-node {per_node} -m florence_tune train"
 
 
 def resume_point(run_dir: Path, config: TrainConfig) -> str | None:
@@ -270,7 +282,11 @@ class ReliableTrainerMixin:
             if self.args.should_save:
                 checkpoints.remove_leftovers(Path(self.args.output_dir))
         with self.stopper.listening():
-            output = super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+            try:
+                output = super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+            except (FlorenceTuneError, KeyboardInterrupt):
+                self._close_progress_bar()
+                raise
         self._raise_if_stopped_early()
         return output
 
@@ -283,6 +299,13 @@ class ReliableTrainerMixin:
         if "loss" in logs:  # training-loss events carry the running count of skipped updates
             logs = {**logs, "skipped_updates": self.guard.skipped}
         super().log(logs, start_time)
+
+    def _close_progress_bar(self) -> None:
+        """End the bar's line, so an error raised mid-training is printed on a line of its own."""
+        for callback in self.callback_handler.callbacks:
+            if isinstance(callback, ProgressCallback) and callback.training_bar is not None:
+                callback.training_bar.close()
+                callback.training_bar = None
 
     def _raise_if_stopped_early(self) -> None:
         run_dir = Path(self.args.output_dir)
@@ -301,6 +324,8 @@ class ReliableTrainerMixin:
     # -- checkpoints ------------------------------------------------------------------------
 
     def _get_output_dir(self, trial) -> str:
+        # The parent's _save_checkpoint writes into <this>/checkpoint-N and rotates checkpoints there: during
+        # our save that is the staging folder. (Best-model tracking would record the staging path; unused here.)
         return str(self._staging) if self._staging is not None else super()._get_output_dir(trial)
 
     def _save_checkpoint(self, model, trial) -> None:
@@ -315,6 +340,7 @@ class ReliableTrainerMixin:
             super()._save_checkpoint(model, trial)
             self._write_counters(self._staging / f"checkpoint-{step}")
         except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as a RuntimeError
+            log.debug("saving checkpoint-%d failed", step, exc_info=True)  # the traceback, for FLORENCE_TUNE_VERBOSE
             failure = exc
         finally:
             staging, self._staging = self._staging, None

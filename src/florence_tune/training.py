@@ -8,6 +8,7 @@ Run it: ``florence-tune train`` (embedded demo) or
 from __future__ import annotations
 
 import collections
+import itertools
 import json
 import logging
 import shutil
@@ -17,13 +18,15 @@ from typing import Any
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from florence_tune import data, distributed, evaluation, modeling, reliability, strategies
+from florence_tune import data, distributed, evaluation, modeling, reliability, report, strategies, task_metrics
 from florence_tune.config import TrainConfig, to_yaml
+from florence_tune.data import stream
 from florence_tune.data.collate import Collator, encoder_positions
 from florence_tune.errors import UsageError
 from florence_tune.model_card import write_model_card
 
 log = logging.getLogger(__name__)
+BASELINE_TRAIN_SAMPLES = 5000  # enough for the image-blind baseline; bounded so huge sources stay cheap
 
 
 def train(config: TrainConfig) -> dict[str, Any]:
@@ -52,13 +55,16 @@ def train(config: TrainConfig) -> dict[str, Any]:
     after = trainer.latest_evaluation() if eval_data is not None else {}
 
     final_dir = run_dir / "final"
-    baseline = (evaluation.majority_baseline(train_data.text_samples(), eval_data.text_samples())
+    baseline = (evaluation.majority_baseline(itertools.islice(train_data.text_samples(), BASELINE_TRAIN_SAMPLES),
+                                             eval_data.text_samples())
                 if eval_data is not None else None)
     summary = summarise_run(config, trainer, before, after, baseline, final_dir)
     if distributed.is_main():  # one writer for everything in the run directory
         modeling.save(trainer.model, processor, final_dir)
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         write_model_card(run_dir, config, summary)
+        if eval_data is not None:
+            report.write_report(run_dir, dataset=eval_data)
     distributed.barrier()
     return summary
 
@@ -86,14 +92,32 @@ def _split(text: str) -> tuple[str, ...]:
 
 def load_splits(config: TrainConfig):
     """(train data, eval data or None)."""
-    train_data = data.load(config.dataset, config.train_split, config.task_prompt, limit=config.max_train_samples)
+    options = {"clean_questions": config.clean_questions, "streaming": config.streaming,
+               "multi_image": config.multi_image, "holdout_rows": config.holdout_rows, "seed": config.seed}
+    train_data = data.load(config.dataset, config.train_split, config.task_prompt, limit=config.max_train_samples,
+                           shuffle=config.shuffle, **options)
     if config.eval_split.lower() == "none":
         return train_data, None
-    return train_data, data.load(config.dataset, config.eval_split, config.task_prompt, limit=config.max_eval_samples)
+    return train_data, data.load(config.dataset, config.eval_split, config.task_prompt,
+                                 limit=config.max_eval_samples, **options)
+
+
+def validate_data(config: TrainConfig) -> None:
+    """Dataset settings that cannot work, caught before anything is read."""
+    if config.holdout_rows < 0:
+        raise UsageError(f"--holdout-rows must be 0 or more (got {config.holdout_rows})")
+    if data.makes_stream(config.dataset, config.streaming) and config.max_steps <= 0:
+        why = "--streaming" if config.streaming else "a weighted mixture"
+        raise UsageError(f"{why} has no length to count epochs by; give --max-steps (e.g. --max-steps 1000)")
+    for split in (config.train_split, config.eval_split):
+        if data.predict_only(config.dataset, split):
+            raise UsageError(f"split '{split}' of '{config.dataset}' has no answers (it is for predictions only); "
+                             "train on 'train' and evaluate on 'validation'")
 
 
 def validate(config: TrainConfig) -> None:
     """Catch impossible settings before any heavy work."""
+    task_metrics.parse_names(config.metrics)  # an unknown metric name is a usage error now, not after training
     positive = {"batch_size": config.batch_size, "grad_accum": config.grad_accum,
                 "max_target_tokens": config.max_target_tokens, "num_beams": config.num_beams,
                 "max_new_tokens": config.max_new_tokens}
@@ -113,6 +137,7 @@ def validate(config: TrainConfig) -> None:
             raise UsageError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(config, name)})")
     if config.resume and config.overwrite:
         raise UsageError("--resume continues the run in --output-dir and --overwrite deletes it; pass only one")
+    validate_data(config)
 
 
 def refuse_existing_run(run_dir: Path, overwrite: bool) -> None:
@@ -172,7 +197,7 @@ def training_arguments(config: TrainConfig, run_dir: Path) -> TrainingArguments:
         save_total_limit=config.save_total_limit,
         logging_steps=config.logging_steps,
         seed=config.seed,
-        gradient_checkpointing=config.gradient_checkpointing,
+        activation_checkpointing=config.gradient_checkpointing,
         train_sampling_strategy="random" if config.shuffle else "sequential",
         ddp_timeout=config.ddp_timeout,
         bf16=config.bf16,
@@ -183,7 +208,7 @@ def training_arguments(config: TrainConfig, run_dir: Path) -> TrainingArguments:
         remove_unused_columns=False,
         prediction_loss_only=True,  # never gather full-vocabulary logits over the eval set
         label_names=["labels"],
-        report_to="none",
+        report_to=[] if config.report_to.strip().lower() == "none" else list(_split(config.report_to)),
         disable_tqdm=False,
     )
 
@@ -191,26 +216,46 @@ def training_arguments(config: TrainConfig, run_dir: Path) -> TrainingArguments:
 def build_trainer(model, processor, train_data, eval_data, config: TrainConfig, run_dir: Path) -> FlorenceTrainer:
     collator = Collator(processor, max_positions=encoder_positions(model),
                         max_target_tokens=config.max_target_tokens)
+    args = training_arguments(config, run_dir)
     return FlorenceTrainer(
         model=model,
-        args=training_arguments(config, run_dir),
+        args=args,
         train_dataset=train_data,
         eval_dataset=eval_data,
         data_collator=collator,
         processing_class=processor,
-        callbacks=[MetricsFileCallback(run_dir / "metrics.jsonl")],
+        callbacks=[MetricsFileCallback(run_dir / "metrics.jsonl"), *tensorboard_callback(args, run_dir)],
         generation={"num_beams": config.num_beams, "max_new_tokens": config.max_new_tokens},
         max_nonfinite_steps=config.max_nonfinite_steps,
         predictions_path=run_dir / "predictions.jsonl",
+        metric_names=task_metrics.parse_names(config.metrics),
     )
+
+
+def tensorboard_callback(args: TrainingArguments, run_dir: Path) -> list[TrainerCallback]:
+    """The Trainer's own TensorBoard integration, writing into ``run_dir/tensorboard``.
+
+    Built here rather than through ``report_to``: its writer falls back to ``./runs`` in the working
+    directory when something is logged before ``on_train_begin`` — our evaluation before training.
+    """
+    if "tensorboard" not in args.report_to:
+        return []
+    from transformers.integrations import TensorBoardCallback
+
+    args.report_to = [name for name in args.report_to if name != "tensorboard"]
+    callback = TensorBoardCallback()
+    callback.logging_dir = str(run_dir / "tensorboard")
+    return [callback]
 
 
 class FlorenceTrainer(reliability.ReliableTrainerMixin, Trainer):
     """``Trainer`` plus: counters of skipped/truncated samples, and ANLS from generation at eval."""
 
-    def __init__(self, *args, generation: dict[str, int], predictions_path: Path, **kwargs):
+    def __init__(self, *args, generation: dict[str, int], predictions_path: Path,
+                 metric_names: list[str] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.generation = generation
+        self.metric_names = metric_names  # None: chosen by the samples' tasks (task_metrics)
         self.predictions_path = predictions_path
         self.train_stats: collections.Counter = collections.Counter()
         self._last_eval: tuple[int, dict[str, float]] | None = None
@@ -231,9 +276,34 @@ class FlorenceTrainer(reliability.ReliableTrainerMixin, Trainer):
         return super().compute_loss(model, inputs, return_outputs=return_outputs,
                                     num_items_in_batch=num_items_in_batch)
 
+    def get_train_dataloader(self):
+        if data.is_stream(self.train_dataset):  # it reads only this rank's shard; see data/stream.py
+            return stream.loader(self.train_dataset.forever(), batch_size=self._train_batch_size,
+                                 collate_fn=self.data_collator, num_workers=self.args.dataloader_num_workers)
+        return super().get_train_dataloader()
+
+    def stream_loss(self, dataset, prefix: str) -> dict[str, float]:
+        """Evaluation loss over a stream, each rank on its own shard (see ``evaluation.mean_loss``)."""
+        self.model.eval()
+        batches = stream.loader(dataset, batch_size=self.args.per_device_eval_batch_size,
+                                collate_fn=self.data_collator, num_workers=0)
+
+        def loss_of(batch):
+            with self.compute_loss_context_manager():
+                return self.compute_loss(self.model, self._prepare_inputs(batch))
+
+        loss = evaluation.mean_loss(loss_of, batches)
+        metrics = {f"{prefix}_loss": loss} if loss is not None else {}
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
-        output = super().evaluate(dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+        if data.is_stream(dataset):
+            output = self.stream_loss(dataset, metric_key_prefix)
+        else:
+            output = super().evaluate(dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
         generated = self.generation_metrics(dataset, metric_key_prefix)
         self.log(generated)
         output.update(generated)
@@ -248,9 +318,10 @@ class FlorenceTrainer(reliability.ReliableTrainerMixin, Trainer):
         )
         if distributed.is_main():
             evaluation.write_predictions(records, self.predictions_path)
-        summary = evaluation.summarise(records)
-        result = {f"{prefix}_anls": summary["anls"], f"{prefix}_exact_match": summary["exact_match"],
-                  f"{prefix}_n": summary["n"]}
+        summary = evaluation.summarise(records, self.metric_names)
+        # every number of the summary (VQA: anls, exact_match, n; <OD>: map, map_50, n...); None = nothing scored
+        result = {f"{prefix}_{name}": value for name, value in summary.items()
+                  if isinstance(value, int | float) and not isinstance(value, bool)}
         result.update({f"{prefix}_skipped": sum(skipped.values())} if skipped else {})
         return result
 
@@ -284,12 +355,31 @@ def summarise_run(config, trainer: FlorenceTrainer, before, after, baseline, fin
         "anls_after": after.get("eval_anls"),
         "exact_match_after": after.get("eval_exact_match"),
         "anls_blind_baseline": baseline,
+        "metrics_before": _task_metrics(before, "before"),
+        "metrics_after": _task_metrics(after, "eval"),
         "eval_loss_before": before.get("before_loss"),
         "eval_loss_after": after.get("eval_loss"),
         "first_train_loss": train_losses[0] if train_losses else None,
         "last_train_loss": train_losses[-1] if train_losses else None,
-        "data": dict(trainer.train_stats),
+        "data": distributed.sum_counts(trainer.train_stats),  # every rank's skipped/altered samples
         "skipped_updates": trainer.guard.skipped,  # optimizer steps skipped for a NaN/inf loss or gradient
         "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "train_samples_per_second": next((h["train_samples_per_second"] for h in reversed(history)
+                                          if "train_samples_per_second" in h), None),
+        "peak_memory_mib": peak_memory_mib(),
     }
     return summary
+
+
+def peak_memory_mib() -> float:
+    """Peak GPU memory allocated by torch, or this process's peak resident memory on CPU."""
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def _task_metrics(logged: dict[str, Any], prefix: str) -> dict[str, float]:
+    """The generation metrics (anls, cer, map...) among an evaluation's logged numbers, unprefixed."""
+    return {name: logged[f"{prefix}_{name}"] for name in task_metrics.NAMES if f"{prefix}_{name}" in logged}

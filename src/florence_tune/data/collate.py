@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from florence_tune.data.sample import Sample
+from florence_tune.data.sample import ALTERED, Sample
 
 IGNORE_INDEX = -100  # positions the loss must not see (transformers' cross-entropy convention)
 
@@ -21,8 +21,8 @@ class Collator:
     """Callable for ``DataLoader(collate_fn=...)``; drops ``Skipped`` items and counts them.
 
     The returned dict is keyed by model-argument names, plus ``stats`` (a plain dict of counters:
-    skipped samples by reason, truncated prompts and answers) that the trainer pops before the
-    forward pass.
+    skipped samples by reason, truncated prompts and answers, other alterations such as tiled
+    images) that the trainer pops before the forward pass.
     """
 
     def __init__(self, processor, *, max_positions: int, max_target_tokens: int = 128,
@@ -43,6 +43,7 @@ class Collator:
 
     def encode(self, samples: list[Sample], stats: collections.Counter | None = None) -> dict[str, Any]:
         stats = stats if stats is not None else collections.Counter()
+        stats.update(change for s in samples for change in s.meta.get(ALTERED, ()))  # e.g. tiled_images
         encoded = self.processor(text=[s.prompt for s in samples], images=[s.image for s in samples],
                                  return_tensors="pt", padding=True)
         input_ids, attention_mask = self._fit_prompts(encoded["input_ids"], encoded["attention_mask"], stats)

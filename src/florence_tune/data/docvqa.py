@@ -1,25 +1,24 @@
 """Adapter for rows in the DocVQA schema (``HuggingFaceM4/DocumentVQA`` and the synthetic set).
 
-Schema: ``questionId, question, question_types, image, docId, answers`` (a list of strings).
-Adapters build ``Sample``s and never tokenize; the collator owns tensors.
+Schema: ``questionId, question, question_types, image, docId, answers`` (a list of strings; the
+hub's test split leaves it empty, which makes that split predict-only). A plain ``answer`` string
+is accepted too. Adapters build ``Sample``s and never tokenize; the collator owns tensors.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from florence_tune.data.sample import Sample
+from florence_tune.data.images import open_image
+from florence_tune.data.rows import BadSample, Item
+from florence_tune.data.sample import Sample, Skipped
 
 HUB_ID = "HuggingFaceM4/DocumentVQA"
 COLUMNS = ("question", "answers", "image")
+PREDICT_ONLY_SPLITS = frozenset({"test"})  # the hub's test answers are withheld for the leaderboard
 
-
-class BadSample(Exception):
-    """A row that cannot become a training sample; ``reason`` is the counter key."""
-
-    def __init__(self, reason: str, message: str = ""):
-        super().__init__(message or reason)
-        self.reason = reason
+__all__ = ["Adapter", "BadSample", "clean_question", "to_sample", "valid_answers"]
 
 
 def clean_question(question: str) -> str:
@@ -36,6 +35,8 @@ def valid_answers(answers: Any) -> list[str]:
         return []
     if isinstance(answers, str):
         answers = [answers]
+    if not isinstance(answers, list | tuple):
+        return []
     return [a.strip() for a in answers if isinstance(a, str) and a.strip()]
 
 
@@ -47,7 +48,7 @@ def to_sample(row: dict, image, task_prompt: str, *, require_answer: bool = True
         raise BadSample("no_question")
     if clean_questions:
         question = clean_question(question)
-    answers = valid_answers(row.get("answers"))
+    answers = valid_answers(row["answers"] if row.get("answers") is not None else row.get("answer"))
     if require_answer and not answers:
         raise BadSample("no_answer")
     question_types = row.get("question_types") or []
@@ -57,10 +58,33 @@ def to_sample(row: dict, image, task_prompt: str, *, require_answer: bool = True
         "doc_id": row.get("docId"),
     }
     return Sample(
-        id=str(row.get("questionId", "")),
+        id=str(row.get("questionId") if row.get("questionId") is not None else row.get("id", "")),
         image=image,
         prompt=task_prompt + question.strip(),
         target=answers[0] if answers else "",
         references=answers,
         meta=meta,
     )
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """DocVQA-shaped rows: one question per row, one page image in ``image``."""
+
+    task_prompt: str
+    require_answer: bool = True
+    clean_questions: bool = False
+    image_columns: tuple[str, ...] = ("image",)
+
+    def drafts(self, row: dict[str, Any]) -> list[Item]:
+        try:
+            return [to_sample(row, None, self.task_prompt, require_answer=self.require_answer,
+                              clean_questions=self.clean_questions)]
+        except BadSample as exc:
+            return [Skipped(exc.reason)]
+
+    def image(self, row: dict[str, Any]):
+        if row.get("image") is None:
+            raise BadSample("no_image")
+        return open_image(row["image"]), ()
+

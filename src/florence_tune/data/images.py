@@ -225,3 +225,27 @@ def _allowed_formats() -> tuple[str, ...]:
     # Image.open raises KeyError for a format name whose plugin is absent from this Pillow build.
     Image.init()
     return tuple(name for name in ALLOWED_FORMATS if name in Image.OPEN)
+
+
+# --- several images as one ---------------------------------------------------------------
+
+
+def tile(images: list[Image.Image], max_side: int = 2048) -> Image.Image:
+    """Lay several RGB images out on one white sheet, in a near-square grid, left to right.
+
+    Florence-2 sees one image per sample; a multi-page document becomes one sheet of its pages.
+    Each page is shrunk to fit its cell (never enlarged), so the sheet stays under ``max_side``
+    pixels a side whatever the input sizes.
+    """
+    columns = math.ceil(math.sqrt(len(images)))
+    rows = math.ceil(len(images) / columns)
+    cell_w = min(max(im.width for im in images), max_side // columns)
+    cell_h = min(max(im.height for im in images), max_side // rows)
+    sheet = Image.new("RGB", (cell_w * columns, cell_h * rows), _WHITE[:3])
+    for index, image in enumerate(images):
+        page = image.copy()
+        page.thumbnail((cell_w, cell_h))
+        x = (index % columns) * cell_w + (cell_w - page.width) // 2
+        y = (index // columns) * cell_h + (cell_h - page.height) // 2
+        sheet.paste(page, (x, y))
+    return sheet

@@ -1,4 +1,4 @@
-"""The one value every dataset adapter produces and the collator consumes."""
+"""The values every dataset adapter produces and the collator consumes: ``Sample`` and ``Skipped``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from PIL import Image
+
+# meta key listing what was changed to make a sample usable (e.g. "tiled_images"); the collator counts them
+ALTERED = "altered"
 
 
 @dataclass
@@ -23,3 +26,10 @@ class Sample:
     target: str
     references: list[str] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Skipped:
+    """Placeholder for a sample that could not be used; the collator drops it and counts ``reason``."""
+
+    reason: str

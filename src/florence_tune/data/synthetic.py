@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import random
 import shutil
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -34,9 +36,11 @@ from typing import Any
 import datasets
 from PIL import Image, ImageDraw, ImageFont
 
-# Bump whenever rendering or questions change: the READY marker embeds it, so cached datasets built
-# by an older generator are rebuilt instead of silently reused.
-GENERATOR_VERSION = "1"
+# Bump whenever rendering, questions or stored columns change: the READY marker embeds it, so cached
+# datasets built by an older generator are rebuilt instead of silently reused.
+# 2: per-page regions (header, table, total, fields, signature) with pixel boxes, a caption and the
+#    drawn text, stored in documents/ for the <OD>, <CAPTION> and <OCR> tasks; pages and questions unchanged.
+GENERATOR_VERSION = "2"
 
 FAMILIES: tuple[str, ...] = ("page_colour", "document_type", "total", "date", "name", "number")
 DOCUMENT_TYPES: tuple[str, ...] = ("invoice", "receipt", "form", "table")
@@ -78,6 +82,23 @@ FEATURES = datasets.Features(
         "answers": datasets.Sequence(datasets.Value("string")),
     }
 )
+
+# One row per page for the page-level tasks (<OD>, <CAPTION>, <OCR>). It lives outside data/ so that
+# ``datasets.load_dataset(root)`` keeps reading the question files only.
+DOCUMENTS_FOLDER = "documents"
+DOCUMENT_FEATURES = datasets.Features(
+    {
+        "docId": datasets.Value("int64"),
+        "image": datasets.Image(),
+        "width": datasets.Value("int32"),
+        "height": datasets.Value("int32"),
+        "labels": datasets.Sequence(datasets.Value("string")),
+        "boxes": datasets.Sequence(datasets.Sequence(datasets.Value("float32"), length=4)),
+        "caption": datasets.Value("string"),
+        "text": datasets.Value("string"),
+    }
+)
+OBJECT_LABELS: tuple[str, ...] = ("header", "table", "total", "field", "signature")
 
 # --- invented vocabulary ------------------------------------------------------------------------
 
@@ -302,6 +323,12 @@ class SyntheticDocument:
     fields: dict[str, str]
     drawn_text: tuple[str, ...]
     questions: tuple[tuple[str, str, tuple[str, ...]], ...]
+    # (label, (x1, y1, x2, y2)) in pixels of ``image``: the tight box around everything drawn for a region.
+    objects: tuple[tuple[str, tuple[int, int, int, int]], ...] = ()
+
+    @property
+    def caption(self) -> str:
+        return f"a {self.doc_type} on {self.colour} paper"
 
 
 # --- drawing surface ----------------------------------------------------------------------------
@@ -324,6 +351,30 @@ class _Page:
         # One font scale for both axes keeps glyphs undistorted; the smaller one keeps text inside.
         self._font_scale = min(self._scale_x, self._scale_y)
         self.drawn_text: list[str] = []
+        self.objects: list[tuple[str, tuple[int, int, int, int]]] = []
+        self._open_regions: list[list[float]] = []
+
+    @contextmanager
+    def region(self, label: str):
+        """Record the pixel box around everything drawn inside the block as one ``label`` object.
+
+        Recording draws nothing and draws no random numbers, so pages are the same with or without it.
+        """
+        bounds = [math.inf, math.inf, -math.inf, -math.inf]
+        self._open_regions.append(bounds)
+        try:
+            yield
+        finally:
+            self._open_regions.pop()
+        if bounds[0] < bounds[2] and bounds[1] < bounds[3]:
+            width, height = self.image.size
+            x1, y1 = max(0, math.floor(bounds[0])), max(0, math.floor(bounds[1]))
+            x2, y2 = min(width, math.ceil(bounds[2])), min(height, math.ceil(bounds[3]))
+            self.objects.append((label, (x1, y1, x2, y2)))
+
+    def _cover(self, x0: float, y0: float, x1: float, y1: float):
+        for bounds in self._open_regions:
+            bounds[:] = [min(bounds[0], x0), min(bounds[1], y0), max(bounds[2], x1), max(bounds[3], y1)]
 
     def _point(self, x: float, y: float) -> tuple[int, int]:
         return round(x * self._scale_x), round(y * self._scale_y)
@@ -343,6 +394,8 @@ class _Page:
     def text(self, x: float, y: float, text: str, size: float = 14, anchor: str = "la", bold: bool = False):
         font, (px, py) = self._font_for(size), self._point(x, y)
         self._draw.text((px, py), text, fill=_INK, font=font, anchor=anchor)
+        left, top, right, bottom = self._draw.textbbox((px, py), text, font=font, anchor=anchor)
+        self._cover(left, top, right + (1 if bold else 0), bottom)
         if bold:
             # Pillow's bundled font has no bold face; a second pass one pixel to the right reads as
             # bold and stays crisper at 14 px than a stroke does.
@@ -360,7 +413,10 @@ class _Page:
             self.text(x - self.text_width(value, size) - gap, y, label, size, anchor="ra")
 
     def line(self, x0: float, y0: float, x1: float, y1: float, width: int = 1):
-        self._draw.line([self._point(x0, y0), self._point(x1, y1)], fill=_RULE, width=width)
+        (px0, py0), (px1, py1) = self._point(x0, y0), self._point(x1, y1)
+        self._draw.line([(px0, py0), (px1, py1)], fill=_RULE, width=width)
+        half = width / 2
+        self._cover(min(px0, px1) - half, min(py0, py1) - half, max(px0, px1) + half, max(py0, py1) + half)
 
     def dashed_line(self, x0: float, x1: float, y: float, dash: float = 6):
         x = x0
@@ -370,7 +426,9 @@ class _Page:
 
     def box(self, x0: float, y0: float, x1: float, y1: float, width: int = 1):
         # Outline only: filling boxes would cover the tint that the page_colour family relies on.
-        self._draw.rectangle([self._point(x0, y0), self._point(x1, y1)], outline=_RULE, width=width)
+        (px0, py0), (px1, py1) = self._point(x0, y0), self._point(x1, y1)
+        self._draw.rectangle([(px0, py0), (px1, py1)], outline=_RULE, width=width)
+        self._cover(px0, py0, px1 + 1, py1 + 1)  # the outline includes its last pixel row and column
 
 
 # --- invented values ----------------------------------------------------------------------------
@@ -421,11 +479,12 @@ def _draw_invoice(page: _Page, rng: random.Random) -> dict[str, str]:
     total = _money(sum(quantity * unit for _, quantity, unit in items))
 
     # Header block: seller on the left, the word INVOICE on the right, a heavy rule under both.
-    page.text(right, 20, "INVOICE", 20, anchor="ra", bold=True)
-    seller_room = right - margin - page.text_width("INVOICE", 20) - 16
-    page.text(margin, 20, seller, page.fitted_size(seller, 18, seller_room), bold=True)
-    page.text(margin, 46, f"{_street_line(rng)}, {rng.choice(_CITIES)}", 14)
-    page.line(margin, 72, right, 72, width=2)
+    with page.region("header"):
+        page.text(right, 20, "INVOICE", 20, anchor="ra", bold=True)
+        seller_room = right - margin - page.text_width("INVOICE", 20) - 16
+        page.text(margin, 20, seller, page.fitted_size(seller, 18, seller_room), bold=True)
+        page.text(margin, 46, f"{_street_line(rng)}, {rng.choice(_CITIES)}", 14)
+        page.line(margin, 72, right, 72, width=2)
 
     # Customer block on the left, invoice reference on the right.
     page.text(margin, 86, "Bill to:", 14)
@@ -438,18 +497,20 @@ def _draw_invoice(page: _Page, rng: random.Random) -> dict[str, str]:
     # Line items and the total.
     y = 166
     quantity_right = right - 110
-    page.text(margin, y, "Description", 14, bold=True)
-    page.text(quantity_right, y, "Qty", 14, anchor="ra", bold=True)
-    page.text(right, y, "Amount", 14, anchor="ra", bold=True)
-    page.line(margin, y + 20, right, y + 20)
-    y += 28
-    for name, quantity, unit in items:
-        page.text(margin, y, name, 14)
-        page.text(quantity_right, y, str(quantity), 14, anchor="ra")
-        page.text(right, y, _money(quantity * unit), 14, anchor="ra")
-        y += 22
-    page.line(margin, y + 2, right, y + 2)
-    page.labelled(right, y + 12, "Total due:", total, size=16, align="right")
+    with page.region("table"):
+        page.text(margin, y, "Description", 14, bold=True)
+        page.text(quantity_right, y, "Qty", 14, anchor="ra", bold=True)
+        page.text(right, y, "Amount", 14, anchor="ra", bold=True)
+        page.line(margin, y + 20, right, y + 20)
+        y += 28
+        for name, quantity, unit in items:
+            page.text(margin, y, name, 14)
+            page.text(quantity_right, y, str(quantity), 14, anchor="ra")
+            page.text(right, y, _money(quantity * unit), 14, anchor="ra")
+            y += 22
+        page.line(margin, y + 2, right, y + 2)
+    with page.region("total"):
+        page.labelled(right, y + 12, "Total due:", total, size=16, align="right")
     page.text(margin, 474, "Payment is due within 30 days.", 14)
     return {"total": total, "date": date, "name": customer, "number": number}
 
@@ -468,27 +529,30 @@ def _draw_receipt(page: _Page, rng: random.Random) -> dict[str, str]:
 
     top = 16
     y = top + 14
-    page.text(centre, y, store, page.fitted_size(store, 17, inner_right - inner_left), anchor="ma", bold=True)
-    page.text(centre, y + 24, _street_line(rng), 14, anchor="ma")
-    page.text(centre, y + 42, rng.choice(_CITIES), 14, anchor="ma")
+    with page.region("header"):
+        page.text(centre, y, store, page.fitted_size(store, 17, inner_right - inner_left), anchor="ma", bold=True)
+        page.text(centre, y + 24, _street_line(rng), 14, anchor="ma")
+        page.text(centre, y + 42, rng.choice(_CITIES), 14, anchor="ma")
     y += 70
     page.labelled(inner_left, y, "Receipt No:", number)
     page.labelled(inner_left, y + 20, "Date:", date)
     y += 46
     page.dashed_line(inner_left, inner_right, y)
     y += 10
-    for name, unit in items:
-        page.text(inner_left, y, name, 14)
-        page.text(inner_right, y, _money(unit), 14, anchor="ra")
-        y += 20
+    with page.region("table"):
+        for name, unit in items:
+            page.text(inner_left, y, name, 14)
+            page.text(inner_right, y, _money(unit), 14, anchor="ra")
+            y += 20
     page.dashed_line(inner_left, inner_right, y + 2)
     y += 12
     for label, amount in (("Subtotal", _money(subtotal)), ("Tax 8%", _money(tax))):
         page.text(inner_left, y, label, 14)
         page.text(inner_right, y, amount, 14, anchor="ra")
         y += 20
-    page.text(inner_left, y + 2, "TOTAL", 16, bold=True)
-    page.text(inner_right, y + 2, total, 16, anchor="ra", bold=True)
+    with page.region("total"):
+        page.text(inner_left, y + 2, "TOTAL", 16, bold=True)
+        page.text(inner_right, y + 2, total, 16, anchor="ra", bold=True)
     y += 32
     page.dashed_line(inner_left, inner_right, y)
     page.text(centre, y + 12, "Thank you!", 14, anchor="ma")
@@ -514,9 +578,10 @@ def _draw_form(page: _Page, rng: random.Random) -> dict[str, str]:
     name, date, number = _person_name(rng), _date_text(rng), _document_number(rng, "F")
     phone = f"{rng.randint(200, 989)}-{rng.randint(100, 999)}-{rng.randint(1000, 9999)}"
 
-    page.text(_DESIGN_WIDTH / 2, 22, rng.choice(_FORM_TITLES), 20, anchor="ma", bold=True)
-    page.labelled(right, 54, "Form No:", number, align="right")
-    page.line(margin, 78, right, 78, width=2)
+    with page.region("header"):
+        page.text(_DESIGN_WIDTH / 2, 22, rng.choice(_FORM_TITLES), 20, anchor="ma", bold=True)
+        page.labelled(right, 54, "Form No:", number, align="right")
+        page.line(margin, 78, right, 78, width=2)
 
     # Labelled boxes are the form's signature look; the signature box is left empty on purpose.
     label_width = 88
@@ -528,10 +593,12 @@ def _draw_form(page: _Page, rng: random.Random) -> dict[str, str]:
         ("City", rng.choice(_CITIES)),
         ("Signature", ""),
     ):
-        page.text(margin, y + 6, f"{label}:", 14)
-        page.box(margin + label_width, y, right, y + 28)
-        if value:
-            page.text(margin + label_width + 6, y + 6, value, 15)
+        # The empty signature box is its own object class; the filled boxes are form fields.
+        with page.region("signature" if label == "Signature" else "field"):
+            page.text(margin, y + 6, f"{label}:", 14)
+            page.box(margin + label_width, y, right, y + 28)
+            if value:
+                page.text(margin + label_width + 6, y + 6, value, 15)
         y += 44
     page.text(margin, y + 4, "Type:", 14)
     _draw_checkboxes(page, rng, margin + label_width, y + 4)
@@ -568,12 +635,14 @@ def _draw_table(page: _Page, rng: random.Random) -> dict[str, str]:
     title, header, row_labels = rng.choice(_TABLE_KINDS)
     name, date, number = _person_name(rng), _date_text(rng), _document_number(rng, "RPT")
 
-    page.text(margin, 20, title, page.fitted_size(title, 19, right - margin), bold=True)
-    page.labelled(margin, 52, "Report No:", number)
-    page.labelled(right, 52, "Date:", date, align="right")
-    page.labelled(margin, 74, "Prepared by:", name)
+    with page.region("header"):
+        page.text(margin, 20, title, page.fitted_size(title, 19, right - margin), bold=True)
+        page.labelled(margin, 52, "Report No:", number)
+        page.labelled(right, 52, "Date:", date, align="right")
+        page.labelled(margin, 74, "Prepared by:", name)
     labels = rng.sample(row_labels, rng.randint(5, 9))
-    bottom = _draw_grid(page, rng, margin, right, 106, header, labels)
+    with page.region("table"):
+        bottom = _draw_grid(page, rng, margin, right, 106, header, labels)
     page.text(margin, bottom + 12, "All figures are unit counts.", 14)
     return {"date": date, "name": name, "number": number}
 
@@ -654,6 +723,7 @@ def _make_document(split: str, index: int, seed: int, image_size: tuple[int, int
         fields=fields,
         drawn_text=tuple(page.drawn_text),
         questions=_questions_for(doc_type, colour, fields, rng),
+        objects=tuple(page.objects),
     )
 
 
@@ -741,13 +811,37 @@ def _png_bytes(image: Image.Image) -> dict[str, Any]:
 
 def _write_splits(folder: Path, sizes: dict[str, int], seed: int):
     (folder / "data").mkdir(parents=True)
+    (folder / DOCUMENTS_FOLDER).mkdir()
     for split, n_docs in sizes.items():
         records: list[dict] = []
+        pages: list[dict] = []
         for index in range(n_docs):
             document = _make_document(split, index, seed, DEFAULT_IMAGE_SIZE)
-            records.extend(_records_of(document, _png_bytes(document.image)))
+            image = _png_bytes(document.image)
+            records.extend(_records_of(document, image))
+            pages.append(_document_record(document, image))
         dataset = datasets.Dataset.from_list(records, features=FEATURES)
         dataset.to_parquet(str(folder / "data" / f"{split}-00000-of-00001.parquet"))
+        documents = datasets.Dataset.from_list(pages, features=DOCUMENT_FEATURES)
+        documents.to_parquet(str(documents_file(folder, split)))
+
+
+def documents_file(root: Path, split: str) -> Path:
+    """The one-row-per-page file of a split (objects, caption, text), beside the question files."""
+    return Path(root) / DOCUMENTS_FOLDER / f"{split}.parquet"
+
+
+def _document_record(document: SyntheticDocument, image: Any) -> dict:
+    return {
+        "docId": document.doc_id,
+        "image": image,
+        "width": document.image.size[0],
+        "height": document.image.size[1],
+        "labels": [label for label, _ in document.objects],
+        "boxes": [list(box) for _, box in document.objects],
+        "caption": document.caption,
+        "text": " ".join(document.drawn_text),
+    }
 
 
 def _move_into_place(staging: Path, root: Path, marker: str):

@@ -1,0 +1,186 @@
+"""The user's own data on disk: JSON lines with images, parquet files, ``save_to_disk`` folders.
+
+Accepted paths (``--dataset PATH``):
+
+* a JSON-lines file, one sample a line, image paths relative to the file — the format Roboflow's
+  maestro uses, or a question with its answers::
+
+      {"image": "pages/1.jpg", "prefix": "<VQA>What is the total?", "suffix": "$12.50"}
+      {"image": "pages/2.jpg", "question": "What is the date?", "answers": ["4 May", "May 4"]}
+
+* a folder of such files: ``train/annotations.jsonl``, ``valid/annotations.jsonl`` (maestro's layout)
+  or ``train.jsonl``, ``validation.jsonl``...; the split is read from the folder or file name;
+* parquet files (one file, or a folder of them named by split, as on the hub), or a copy of a hub
+  dataset with several configurations (``./the_cauldron:chartqa``);
+* a folder written by ``save_to_disk`` (a DatasetDict, or one Dataset that is the train split).
+
+Columns decide the adapter: DocVQA-shaped (``image``, ``question``, ``answers``), Cauldron-shaped
+(``images``, ``texts``) or prompt/target (``image``, ``prefix``, ``suffix``). A JSONL line that is not
+valid JSON, or whose image path leaves the dataset folder (``../../etc/passwd``), becomes one
+counted ``Skipped`` sample instead of stopping the run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from florence_tune.data import docvqa
+from florence_tune.data.images import open_image
+from florence_tune.data.rows import BadSample, Item
+from florence_tune.data.sample import Sample, Skipped
+from florence_tune.errors import UsageError
+
+JSONL_SUFFIXES = (".jsonl", ".json")
+# Split names as people spell them in folder and file names → the names our commands use.
+SPLIT_WORDS = {"train": "train", "training": "train", "validation": "validation", "valid": "validation",
+               "val": "validation", "dev": "validation", "eval": "validation", "test": "test", "testing": "test"}
+_DISK_MARKERS = ("dataset_dict.json", "state.json")
+
+
+def jsonl_features():
+    import datasets
+
+    text = datasets.Value("string")
+    return datasets.Features({"image": text, "prefix": text, "suffix": text, "question": text,
+                              "answers": datasets.List(text), "id": text, "error": text})
+
+
+# --- where the files are -------------------------------------------------------------------------
+
+
+def kind_of(path: Path) -> str:
+    """'disk' (save_to_disk), 'jsonl', or 'files' (parquet / a hub-layout copy, read by load_dataset)."""
+    if path.is_file():
+        if path.suffix in JSONL_SUFFIXES:
+            return "jsonl"
+        if path.suffix == ".parquet":
+            return "files"
+        raise UsageError(f"dataset file '{path}' is neither JSON lines (.jsonl) nor parquet (.parquet)")
+    if any((path / marker).exists() for marker in _DISK_MARKERS):
+        return "disk"
+    if _jsonl_files(path):
+        return "jsonl"
+    if any(path.rglob("*.parquet")) or (path / "README.md").exists():
+        return "files"
+    raise UsageError(f"dataset folder '{path}' holds no JSON lines, parquet files or save_to_disk dataset; "
+                     "see 'florence-tune train --help' for the accepted forms")
+
+
+def _jsonl_files(folder: Path) -> list[Path]:
+    return sorted(p for suffix in JSONL_SUFFIXES for p in folder.rglob(f"*{suffix}")
+                  if p.name not in ("dataset_info.json", *_DISK_MARKERS) and "__pycache__" not in p.parts)
+
+
+def split_of(relative: Path) -> str:
+    """The split a file belongs to, from its folder or file name ('valid/annotations.jsonl' → validation)."""
+    words = [*relative.parent.parts, *relative.stem.replace("-", "_").split("_")]
+    return next((SPLIT_WORDS[w.lower()] for w in words if w.lower() in SPLIT_WORDS), "train")
+
+
+def jsonl_splits(path: Path) -> dict[str, list[Path]]:
+    root = path.parent if path.is_file() else path
+    files = [path] if path.is_file() else _jsonl_files(path)
+    splits: dict[str, list[Path]] = {}
+    for file in files:
+        splits.setdefault(split_of(file.relative_to(root)), []).append(file)
+    return splits
+
+
+# --- reading JSON lines ----------------------------------------------------------------------------
+
+
+def read_jsonl(files: list[str], root: str, stamps: list[str]) -> Iterator[dict[str, Any]]:
+    """Rows of every line of ``files`` in one fixed schema; a broken line is a row with ``error``.
+
+    ``stamps`` (size and modification time of each file) only feed the datasets cache key, so an
+    edited file is read again instead of served from an old cache.
+    """
+    del stamps
+    for name in files:
+        file = Path(name)
+        with file.open(encoding="utf-8", errors="replace") as handle:
+            for number, line in enumerate(handle, start=1):
+                if line.strip():
+                    yield normalise_line(line, file, Path(root), number)
+
+
+def normalise_line(line: str, file: Path, root: Path, number: int) -> dict[str, Any]:
+    row: dict[str, Any] = {"image": None, "prefix": None, "suffix": None, "question": None, "answers": None,
+                           "id": f"{file.stem}:{number}", "error": None}
+    try:
+        data = json.loads(line)
+    except ValueError:
+        return {**row, "error": "bad_json_line"}
+    if not isinstance(data, dict):
+        return {**row, "error": "bad_json_line"}
+    for key in ("prefix", "suffix", "question"):
+        row[key] = data[key] if isinstance(data.get(key), str) else None
+    answers = data.get("answers", data.get("answer"))
+    row["answers"] = docvqa.valid_answers(answers)
+    if data.get("id") is not None:
+        row["id"] = str(data["id"])
+    image = data.get("image")
+    if isinstance(image, str) and image:
+        row["image"] = inside(root, file.parent, image)
+        if row["image"] is None:
+            row["error"] = "path_outside_dataset"
+    return row
+
+
+def inside(root: Path, folder: Path, name: str) -> str | None:
+    """``name`` resolved against ``folder``, or None when it points outside ``root`` (symlinks followed)."""
+    candidate = Path(os.path.realpath(folder / name))
+    return str(candidate) if candidate.is_relative_to(os.path.realpath(root)) else None
+
+
+def file_stamps(files: list[Path]) -> list[str]:
+    return [f"{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files]
+
+
+def jsonl_rows(files: list[Path], root: Path, streaming: bool):
+    """A datasets ``Dataset`` (cached as Arrow, memory-mapped) or ``IterableDataset`` of the lines."""
+    import datasets
+
+    kwargs = {"files": [str(f) for f in files], "root": str(root), "stamps": file_stamps(files)}
+    if streaming:  # one shard per file, so workers and ranks split by file when they can
+        return datasets.IterableDataset.from_generator(read_jsonl, features=jsonl_features(), gen_kwargs=kwargs)
+    return datasets.Dataset.from_generator(read_jsonl, features=jsonl_features(), gen_kwargs=kwargs)
+
+
+# --- rows → samples --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """Rows with ``image`` plus ``prefix``/``suffix`` (a whole prompt and its target) or ``question``/``answers``."""
+
+    task_prompt: str
+    require_answer: bool = True
+    clean_questions: bool = False
+    image_columns: tuple[str, ...] = ("image",)
+
+    def drafts(self, row: dict[str, Any]) -> list[Item]:
+        if row.get("error"):
+            return [Skipped(row["error"])]
+        if not isinstance(row.get("prefix"), str):
+            return docvqa.Adapter(self.task_prompt, self.require_answer, self.clean_questions).drafts(row)
+        prompt, target = row["prefix"].strip(), (row.get("suffix") or "").strip()
+        if not prompt:
+            return [Skipped("no_question")]
+        if self.require_answer and not target:
+            return [Skipped("no_answer")]
+        # maestro's prefix already starts with its task token (<VQA>, <OD>...); a bare one gets ours
+        prompt = prompt if prompt.startswith("<") else self.task_prompt + prompt
+        meta = {"question": prompt, "question_type": prompt.split(">", 1)[0] + ">" if ">" in prompt else "unknown"}
+        return [Sample(id=str(row.get("id") or ""), image=None, prompt=prompt, target=target,
+                       references=[target] if target else [], meta=meta)]
+
+    def image(self, row: dict[str, Any]):
+        if not row.get("image"):
+            raise BadSample("no_image")
+        return open_image(row["image"]), ()

@@ -1,0 +1,94 @@
+"""The contract between a dataset row and its ``Sample``s, shared by every adapter.
+
+An adapter turns one raw row (images still undecoded: ``{"bytes", "path"}`` dicts or file paths)
+into samples in two steps, so the expensive half runs only for samples that are actually used:
+
+* ``drafts(row)`` — text only: one ``Sample`` (with ``image=None``) or ``Skipped`` per question of
+  the row. A Cauldron row with four user/assistant turns gives four drafts.
+* ``image(row)`` — decode the row's picture once (safely, see images.py), returning it with the
+  list of alterations made (e.g. several pages tiled into one).
+
+``realise`` joins the two. Adapters never tokenize; the collator owns tensors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Collection
+from typing import Any, Protocol
+
+from PIL import Image
+
+from florence_tune.data.images import BadImage
+from florence_tune.data.sample import ALTERED, Sample, Skipped
+
+Item = Sample | Skipped
+
+
+class BadSample(Exception):
+    """A row that cannot become a training sample; ``reason`` is the counter key."""
+
+    def __init__(self, reason: str, message: str = ""):
+        super().__init__(message or reason)
+        self.reason = reason
+
+
+class Adapter(Protocol):
+    """What every source schema (DocVQA, Cauldron, JSONL...) provides."""
+
+    image_columns: tuple[str, ...]
+
+    def drafts(self, row: dict[str, Any]) -> list[Item]: ...
+
+    def image(self, row: dict[str, Any]) -> tuple[Image.Image, tuple[str, ...]]: ...
+
+
+def realise(adapter: Adapter, row: dict[str, Any], keep: Collection[int] | None = None) -> list[Item]:
+    """The row's samples with their image (decoded once for the whole row), or ``Skipped`` ones.
+
+    ``keep``: positions among the row's drafts to return (another data-loader worker or rank owns
+    the others); the image is not decoded when none of them is usable.
+    """
+    drafts = adapter.drafts(row)
+    chosen = drafts if keep is None else [drafts[i] for i in keep]
+    if not any(isinstance(d, Sample) for d in chosen):
+        return chosen
+    try:
+        image, altered = adapter.image(row)
+    except BadImage as exc:
+        return [d if isinstance(d, Skipped) else Skipped(f"image_{exc.reason}") for d in chosen]
+    except BadSample as exc:
+        return [d if isinstance(d, Skipped) else Skipped(exc.reason) for d in chosen]
+    return [dataclasses.replace(d, image=image, meta={**d.meta, ALTERED: list(altered)}) if isinstance(d, Sample)
+            else d for d in chosen]
+
+
+def text_only(adapter: Adapter, row: dict[str, Any]) -> list[Sample]:
+    """The row's usable drafts, image never decoded (for baselines and statistics)."""
+    return [d for d in adapter.drafts(row) if isinstance(d, Sample)]
+
+
+def fingerprint(row: dict[str, Any], image_columns: tuple[str, ...]) -> str:
+    """A short content hash of a row: its text fields and its image bytes (or paths).
+
+    Identifies Cauldron turns across runs, and lets a streamed train split leave out the rows held
+    out for validation without knowing their position.
+    """
+    digest = hashlib.sha1()
+    text = {k: v for k, v in row.items() if k not in image_columns}
+    digest.update(json.dumps(text, sort_keys=True, default=str).encode())
+    for column in image_columns:
+        value = row.get(column)
+        for image in value if isinstance(value, list) else [value]:
+            _hash_image(digest, image)
+    return digest.hexdigest()[:12]
+
+
+def _hash_image(digest, image: Any) -> None:
+    if isinstance(image, dict):
+        data, path = image.get("bytes"), image.get("path")
+        digest.update(data if isinstance(data, bytes) else str(path).encode())
+    else:
+        digest.update(str(image).encode())

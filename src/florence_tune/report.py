@@ -1,0 +1,284 @@
+"""A self-contained HTML report of a run: curves, metrics per group, the worst predictions.
+
+    florence-tune report runs/demo                       # writes runs/demo/report.html
+    florence-tune report runs/demo --group-by doc_id     # group by any metadata column
+    florence-tune report --compare runs/a runs/b         # two runs side by side, deltas per group
+
+Every number comes from the run's own files (metrics.jsonl, predictions.jsonl, summary.json,
+config.yaml); plots and thumbnails are embedded as data URIs, so the file opens from disk with no
+server and can be mailed around.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from florence_tune import metrics
+from florence_tune.errors import UsageError
+
+GALLERY_SIZE = 12
+THUMBNAIL = (320, 320)
+
+
+# ---------------------------------------------------------------- reading the run directory
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def read_run(run_dir: Path) -> dict[str, Any]:
+    if not (run_dir / "predictions.jsonl").exists() and not (run_dir / "metrics.jsonl").exists():
+        raise UsageError(f"'{run_dir}' holds no predictions.jsonl or metrics.jsonl; pass a run directory")
+    config_file = run_dir / "config.yaml"
+    summary_file = run_dir / "summary.json"
+    return {
+        "dir": run_dir,
+        "config": yaml.safe_load(config_file.read_text()) if config_file.exists() else {},
+        "summary": json.loads(summary_file.read_text()) if summary_file.exists() else {},
+        "events": read_jsonl(run_dir / "metrics.jsonl"),
+        "predictions": read_jsonl(run_dir / "predictions.jsonl"),
+    }
+
+
+# ---------------------------------------------------------------- numbers
+
+def group_key(record: dict[str, Any], column: str | None) -> str:
+    """The record's group: a named metadata column, else the question type / family / source."""
+    if column:
+        return str(record.get("meta", {}).get(column, record.get(column, "unknown")))
+    return str(record.get("group", "all"))
+
+
+def grouped_metrics(records: list[dict[str, Any]], column: str | None = None) -> dict[str, dict[str, float]]:
+    return metrics.group_scores(records, key=lambda r: group_key(r, column))
+
+
+def worst(records: list[dict[str, Any]], n: int = GALLERY_SIZE) -> list[dict[str, Any]]:
+    """Lowest ANLS first; ties broken by question id so the gallery is stable."""
+    return sorted(records, key=lambda r: (r.get("anls", 0.0), str(r.get("question_id"))))[:n]
+
+
+def curves(events: list[dict[str, Any]]) -> dict[str, list[tuple[int, float]]]:
+    """Per-metric (step, value) series from metrics.jsonl."""
+    series: dict[str, list[tuple[int, float]]] = {}
+    for event in events:
+        for key in ("loss", "eval_loss", "eval_anls", "eval_exact_match", "before_anls", "before_loss"):
+            if isinstance(event.get(key), int | float):
+                series.setdefault(key, []).append((int(event["step"]), float(event[key])))
+    return series
+
+
+# ---------------------------------------------------------------- pictures
+
+def _png(figure) -> str:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def plot(series: dict[str, list[tuple[int, float]]], keys: list[str], title: str) -> str | None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, never a window
+    import matplotlib.pyplot as plt
+
+    present = [k for k in keys if series.get(k)]
+    if not present:
+        return None
+    figure, axis = plt.subplots(figsize=(6, 3.2))
+    for key in present:
+        steps, values = zip(*series[key], strict=True)
+        axis.plot(steps, values, marker="o" if len(steps) < 30 else None, label=key)
+    axis.set_xlabel("step")
+    axis.set_title(title)
+    axis.grid(alpha=0.3)
+    axis.legend()
+    uri = _png(figure)
+    plt.close(figure)
+    return uri
+
+
+def thumbnail(image, boxes: dict[str, list] | None = None) -> str:
+    """JPEG data URI of a page, with predicted (red) and reference (green) boxes when given."""
+    from PIL import ImageDraw
+
+    page = image.convert("RGB").copy()
+    if boxes:
+        draw = ImageDraw.Draw(page)
+        width = max(2, page.width // 200)
+        for colour, key in (("#2e7d32", "reference_boxes"), ("#c62828", "predicted_boxes")):
+            for x1, y1, x2, y2 in boxes.get(key) or []:  # a generated box may come with its corners swapped
+                draw.rectangle([min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)], outline=colour, width=width)
+    page.thumbnail(THUMBNAIL)
+    buffer = io.BytesIO()
+    page.save(buffer, format="JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def gallery_images(records: list[dict[str, Any]], dataset) -> dict[int, str]:
+    """Thumbnails of the given records' pages, looked up by dataset index (skipped rows get none)."""
+    images = {}
+    for record in records:
+        index = record.get("index")
+        if index is None or dataset is None:
+            continue
+        sample = dataset[index]
+        if getattr(sample, "image", None) is not None:
+            images[index] = thumbnail(sample.image, record)
+    return images
+
+
+# ---------------------------------------------------------------- HTML
+
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:2rem auto;max-width:1100px;color:#222}
+h1{margin-bottom:.2rem} h2{border-bottom:1px solid #ddd;padding-bottom:.3rem;margin-top:2rem}
+table{border-collapse:collapse;margin:.5rem 0} td,th{border:1px solid #ddd;padding:.3rem .6rem;text-align:left}
+th{background:#f5f5f5} .num{text-align:right;font-variant-numeric:tabular-nums}
+.plots img{max-width:49%} .gallery{display:grid;grid-template-columns:repeat(auto-fill,minmax(250px,1fr));gap:1rem}
+.card{border:1px solid #ddd;border-radius:6px;padding:.5rem;font-size:.9rem} .card img{max-width:100%}
+.bad{color:#c62828} .good{color:#2e7d32} pre{background:#f7f7f7;padding:.6rem;overflow:auto}
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value))
+
+
+def _num(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else _e(value if value is not None else "n/a")
+
+
+def table(headers: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
+    body = "".join(
+        "<tr>" + "".join(f'<td class="num">{_num(c)}</td>' if isinstance(c, int | float) else f"<td>{_e(c)}</td>"
+                         for c in row) + "</tr>"
+        for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def overview(run: dict[str, Any]) -> str:
+    s = run["summary"]
+    overall = metrics.score_predictions(run["predictions"]) if run["predictions"] else {}
+    rows = [
+        ["ANLS (predictions.jsonl)", overall.get("anls")],
+        ["exact match (predictions.jsonl)", overall.get("exact_match")],
+        ["questions scored", overall.get("n")],
+    ]
+    rows += [[label, s[key]] for label, key in (
+        ("ANLS before fine-tuning", "anls_before"), ("ANLS after fine-tuning", "anls_after"),
+        ("image-blind baseline ANLS", "anls_blind_baseline"), ("optimizer steps", "steps"),
+        ("training samples / s", "train_samples_per_second"), ("peak memory (MiB)", "peak_memory_mib"),
+    ) if s.get(key) is not None]
+    return table(["", "value"], rows)
+
+
+def group_section(records: list[dict[str, Any]], column: str | None) -> str:
+    groups = grouped_metrics(records, column)
+    rows = [[name, v["n"], v["anls"], v["exact_match"]] for name, v in sorted(groups.items())]
+    return table([column or "group", "n", "ANLS", "exact match"], rows)
+
+
+def gallery_section(records: list[dict[str, Any]], images: dict[int, str]) -> str:
+    cards = []
+    for r in records:
+        picture = f'<img src="{images[r["index"]]}" alt="page">' if r.get("index") in images else ""
+        cards.append(
+            f'<div class="card">{picture}<div><b>Q:</b> {_e(r.get("question", ""))}</div>'
+            f'<div class="bad"><b>predicted:</b> {_e(r.get("prediction", ""))}</div>'
+            f'<div class="good"><b>references:</b> {_e(" | ".join(map(str, r.get("references", []))))}</div>'
+            f'<div>ANLS {_num(r.get("anls"))} · {_e(r.get("group", ""))} · id {_e(r.get("question_id"))}</div></div>')
+    return f'<div class="gallery">{"".join(cards)}</div>'
+
+
+def render(run: dict[str, Any], *, column: str | None, images: dict[int, str]) -> str:
+    series = curves(run["events"])
+    plots = [plot(series, ["loss", "eval_loss"], "loss"),
+             plot(series, ["eval_anls", "eval_exact_match"], "evaluation metrics")]
+    counts = run["summary"].get("data") or {}
+    config = yaml.safe_dump(run["config"], sort_keys=False) if run["config"] else "(no config.yaml)"
+    parts = [
+        f"<h1>florence-tune report</h1><p>{_e(run['dir'])}</p>",
+        "<h2>Overview</h2>", overview(run),
+        "<h2>Curves</h2>", '<div class="plots">' + "".join(f'<img src="{p}" alt="plot">' for p in plots if p)
+        + ("" if any(plots) else "<p>No logged events.</p>") + "</div>",
+        f"<h2>Metrics by {_e(column or 'question type')}</h2>", group_section(run["predictions"], column),
+        f"<h2>The {GALLERY_SIZE} worst predictions</h2>", gallery_section(worst(run["predictions"]), images),
+        "<h2>Data</h2>", table(["counter", "count"], sorted(counts.items())) if counts
+        else "<p>No samples skipped or altered.</p>",
+        "<h2>Resolved config</h2>", f"<pre>{_e(config)}</pre>",
+    ]
+    return f"<!doctype html><html><head><meta charset='utf-8'><title>florence-tune report</title>" \
+           f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>"
+
+
+def write_report(run_dir: str | Path, *, dataset=None, column: str | None = None,
+                 output: str | Path | None = None) -> Path:
+    """Write ``report.html`` for a run (``dataset`` supplies page images for the gallery)."""
+    run = read_run(Path(run_dir))
+    if dataset is None:
+        dataset = _dataset_from_config(run["config"])
+    return _write(run, dataset, column, Path(output) if output else Path(run_dir) / "report.html")
+
+
+def write_evaluation_report(records: list[dict[str, Any]], summary: dict[str, Any], config: dict[str, Any],
+                            dataset, output: str | Path, column: str | None = None) -> Path:
+    """The same report for a standalone ``evaluate`` (no training curves)."""
+    run = {"dir": Path(output).parent, "config": config, "summary": summary, "events": [], "predictions": records}
+    return _write(run, dataset, column, Path(output))
+
+
+def _write(run: dict[str, Any], dataset, column: str | None, path: Path) -> Path:
+    images = gallery_images(worst(run["predictions"]), dataset)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render(run, column=column, images=images))
+    return path
+
+
+def _dataset_from_config(config: dict[str, Any]):
+    """Re-open the evaluation split named in config.yaml to draw the gallery pages (None if it fails)."""
+    spec, split = config.get("dataset"), config.get("eval_split") or config.get("split")
+    if not spec or not split or split == "none" or config.get("streaming"):
+        return None  # a streamed split has no index to find pages by, and reading it again may mean downloading it
+    from florence_tune import data
+    from florence_tune.errors import FlorenceTuneError
+
+    try:
+        return data.load(spec, split, config.get("task_prompt", "<VQA>"), limit=config.get("max_eval_samples") or 0,
+                         holdout_rows=config.get("holdout_rows", data.HOLDOUT_ROWS),
+                         multi_image=config.get("multi_image", "tile"),
+                         clean_questions=bool(config.get("clean_questions")))
+    except FlorenceTuneError:
+        return None  # the report still renders, without thumbnails
+
+
+# ---------------------------------------------------------------- comparing two runs
+
+def write_comparison(run_a: str | Path, run_b: str | Path, output: str | Path, column: str | None = None) -> Path:
+    a, b = read_run(Path(run_a)), read_run(Path(run_b))
+    groups_a, groups_b = grouped_metrics(a["predictions"], column), grouped_metrics(b["predictions"], column)
+    rows = []
+    for name in sorted(set(groups_a) | set(groups_b)):
+        anls_a = groups_a.get(name, {}).get("anls")
+        anls_b = groups_b.get(name, {}).get("anls")
+        delta = anls_b - anls_a if anls_a is not None and anls_b is not None else None
+        rows.append([name, anls_a, anls_b, delta])
+    overall_a, overall_b = metrics.score_predictions(a["predictions"]), metrics.score_predictions(b["predictions"])
+    rows.append(["(all)", overall_a["anls"], overall_b["anls"], overall_b["anls"] - overall_a["anls"]])
+    body = (f"<h1>florence-tune comparison</h1><p>A = {_e(run_a)}<br>B = {_e(run_b)}</p>"
+            f"<h2>ANLS by {_e(column or 'question type')}</h2>"
+            + table(["group", "A", "B", "B − A"], rows))
+    path = Path(output)
+    path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>comparison</title>"
+                    f"<style>{STYLE}</style></head><body>{body}</body></html>")
+    return path

@@ -1,0 +1,110 @@
+"""Florence-2 tasks: their task tokens, how a box becomes text, and how generated text becomes boxes.
+
+A box is written the way the pretrained checkpoints write it: ``label<loc_x1><loc_y1><loc_x2><loc_y2>``,
+each coordinate quantised to one of 1000 bins of the image's width or height. The quantiser is the
+processor's own (``Florence2PostProcessor.quantize``: floor, then clamp to 0..999), so a coordinate
+equal to the image width lands in bin 999 and ``<loc_1000>`` (absent from the vocabulary) is never
+written. Decoding goes through ``processor.post_process_generation``, which maps a bin to its centre.
+
+    >>> encode_objects(["table"], [[0, 0, 384, 512]], (384, 512))
+    'table<loc_0><loc_0><loc_999><loc_999>'
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from typing import Any
+
+VQA = "<VQA>"
+OCR = "<OCR>"
+CAPTION = "<CAPTION>"
+DETAILED_CAPTION = "<DETAILED_CAPTION>"
+MORE_DETAILED_CAPTION = "<MORE_DETAILED_CAPTION>"
+OD = "<OD>"
+GROUNDING = "<CAPTION_TO_PHRASE_GROUNDING>"
+DENSE_REGION_CAPTION = "<DENSE_REGION_CAPTION>"
+REGION_PROPOSAL = "<REGION_PROPOSAL>"
+
+# Tasks whose answer is boxes with labels (scored with mAP, decoded with post-processing).
+BOX_TASKS = frozenset({OD, GROUNDING, DENSE_REGION_CAPTION, REGION_PROPOSAL})
+CAPTION_TASKS = frozenset({CAPTION, DETAILED_CAPTION, MORE_DETAILED_CAPTION})
+# Tasks the processor replaces by a fixed sentence: their prompt must be the bare token, nothing else.
+BARE_TOKEN_TASKS = frozenset({OCR, CAPTION, DETAILED_CAPTION, MORE_DETAILED_CAPTION, OD,
+                              DENSE_REGION_CAPTION, REGION_PROPOSAL})
+TASK_NAMES = {"vqa": VQA, "ocr": OCR, "caption": CAPTION, "od": OD, "detection": OD, "grounding": GROUNDING}
+
+BINS = 1000
+_LOC = re.compile(r"<loc_(\d+)>")
+_GENERATION_MARKERS = ("<s>", "</s>", "<pad>")
+
+
+def task_of(meta: dict[str, Any] | None) -> str:
+    """The task of a sample (``meta["task"]``); samples without one are VQA, as the DocVQA adapter's are."""
+    return (meta or {}).get("task") or VQA
+
+
+def prompt_for(task: str, text: str = "") -> str:
+    """Encoder text for a task: the bare token for fixed-prompt tasks, token + text otherwise."""
+    if task in BARE_TOKEN_TASKS:
+        return task
+    return task + text
+
+
+def quantize(value: float, size: float) -> int:
+    """Bin of one coordinate, exactly as ``Florence2PostProcessor.quantize`` computes it."""
+    per_bin = size / BINS
+    return int(min(max(math.floor(value / per_bin), 0), BINS - 1))
+
+
+def dequantize(bin_index: int, size: float) -> float:
+    """Centre of a bin in pixels (the processor then truncates it to an integer)."""
+    return (bin_index + 0.5) * (size / BINS)
+
+
+def box_tokens(box: Sequence[float], image_size: tuple[int, int]) -> str:
+    """``<loc_x1><loc_y1><loc_x2><loc_y2>`` for one ``[x1, y1, x2, y2]`` pixel box."""
+    width, height = image_size
+    bins = [quantize(box[0], width), quantize(box[1], height), quantize(box[2], width), quantize(box[3], height)]
+    return "".join(f"<loc_{b}>" for b in bins)
+
+
+def encode_objects(labels: Sequence[str], boxes: Sequence[Sequence[float]], image_size: tuple[int, int]) -> str:
+    """Target text of an ``<OD>``-style answer: each box after its own label, in the order given."""
+    return "".join(clean_label(label) + box_tokens(box, image_size) for label, box in zip(labels, boxes, strict=True))
+
+
+def clean_label(label: str) -> str:
+    """A label as it can appear in a target: no '<' (it would open a token) and no outer spaces."""
+    return " ".join(str(label).replace("<", " ").replace(">", " ").split())
+
+
+def clip_box(box: Sequence[float], image_size: tuple[int, int]) -> list[float] | None:
+    """The box cut to the image, or None when nothing of positive area is left."""
+    width, height = image_size
+    x1, y1, x2, y2 = (float(v) for v in box)
+    x1, x2 = sorted((min(max(x1, 0.0), width), min(max(x2, 0.0), width)))
+    y1, y2 = sorted((min(max(y1, 0.0), height), min(max(y2, 0.0), height)))
+    if x2 - x1 <= 0 or y2 - y1 <= 0:
+        return None
+    return [x1, y1, x2, y2]
+
+
+def strip_markers(text: str) -> str:
+    """Generated text without the sequence markers (<s>, </s>, <pad>), location tokens kept."""
+    for marker in _GENERATION_MARKERS:
+        text = text.replace(marker, "")
+    return text.strip()
+
+
+def parse_boxes(processor, text: str, task: str, image_size: tuple[int, int]) -> dict[str, list]:
+    """``{"boxes": [[x1, y1, x2, y2], ...], "labels": [...]}`` from generated text, via the processor."""
+    parsed = processor.post_process_generation(text=text, task=task, image_size=tuple(image_size))[task]
+    boxes = parsed.get("bboxes", [])
+    labels = parsed.get("labels", parsed.get("bboxes_labels", []))
+    return {"boxes": [[float(v) for v in box] for box in boxes], "labels": [str(label) for label in labels]}
+
+
+def has_location_tokens(text: str) -> bool:
+    return bool(_LOC.search(text))

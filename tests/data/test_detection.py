@@ -1,0 +1,118 @@
+"""Task datasets: COCO detection JSON, JSON lines with boxes (and OCR / caption / grounding rows), the
+synthetic pages' regions — each row a Sample with the Florence-2 target and reference boxes in pixels."""
+
+import json
+
+import pytest
+from PIL import Image
+
+from florence_tune import data, tasks
+from florence_tune.data import Skipped, detection, synthetic
+from florence_tune.errors import UsageError
+
+
+def save_page(path, size=(200, 100), colour=(240, 240, 240)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, colour).save(path)
+    return path
+
+
+@pytest.fixture()
+def coco_folder(tmp_path):
+    for name in ("a.png", "b.png", "c.png"):
+        save_page(tmp_path / "images" / name)
+    coco = {
+        "images": [{"id": 1, "file_name": "a.png", "width": 200, "height": 100},
+                   {"id": 2, "file_name": "b.png", "width": 200, "height": 100},
+                   {"id": 3, "file_name": "c.png", "width": 640, "height": 480}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 7, "bbox": [100, 50, 100, 50], "area": 5000, "iscrowd": 0},
+            {"id": 2, "image_id": 1, "category_id": 3, "bbox": [0, 0, 40, 20], "area": 800, "iscrowd": 0},
+            {"id": 3, "image_id": 1, "category_id": 3, "bbox": [10, 10, 5, 5], "area": 25, "iscrowd": 1},
+            {"id": 4, "image_id": 3, "category_id": 3, "bbox": [0, 0, 10, 10], "area": 100, "iscrowd": 0},
+        ],
+        "categories": [{"id": 3, "name": "stamp"}, {"id": 7, "name": "signature"}],
+    }
+    (tmp_path / "annotations.json").write_text(json.dumps(coco))
+    return tmp_path
+
+
+def test_coco_json_gives_od_samples_with_pixel_boxes(coco_folder):
+    for spec in (str(coco_folder / "annotations.json"), str(coco_folder)):
+        dataset = data.load(spec, "train")
+        assert len(dataset) == 3
+        sample = dataset[0]
+        assert sample.prompt == "<OD>" and sample.meta["task"] == "<OD>"
+        # reading order (top first); crowd boxes are left out; [x, y, w, h] became [x1, y1, x2, y2]
+        assert sample.meta["labels"] == ["stamp", "signature"]
+        assert sample.meta["boxes"] == [[0.0, 0.0, 40.0, 20.0], [100.0, 50.0, 200.0, 100.0]]
+        assert sample.meta["image_size"] == [200, 100]
+        assert sample.target == ("stamp<loc_0><loc_0><loc_200><loc_200>"
+                                 "signature<loc_500><loc_500><loc_999><loc_999>")
+        assert sample.references == [sample.target]
+        assert dataset[1] == Skipped("no_boxes")
+        assert dataset[2] == Skipped("image_size_mismatch")  # annotated for 640x480, file is 200x100
+
+
+def test_jsonl_rows_for_every_task(tmp_path):
+    save_page(tmp_path / "pages" / "p.png")
+    rows = [
+        {"image": "pages/p.png", "boxes": [[10, 10, 90, 60]], "labels": ["table"]},
+        {"image": "pages/p.png", "objects": [{"label": "stamp", "bbox": [150, 20, 190, 60]}], "id": "mine"},
+        {"image": "pages/p.png", "task": "<CAPTION_TO_PHRASE_GROUNDING>", "caption": "a table and a stamp",
+         "boxes": [[10, 10, 90, 60], [150, 20, 190, 60]], "labels": ["a table", "a stamp"]},
+        {"image": "pages/p.png", "task": "<OCR>", "text": "TOTAL 12.50"},
+        {"image": "pages/p.png", "task": "<CAPTION>", "caption": "a grey page"},
+        {"image": "pages/missing.png", "boxes": [[0, 0, 5, 5]], "labels": ["x"]},
+        {"image": "pages/p.png", "boxes": [[300, 300, 400, 400]], "labels": ["outside"]},
+    ]
+    (tmp_path / "boxes.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    dataset = data.load(str(tmp_path / "boxes.jsonl"), "validation")
+    table, stamp, grounding, ocr, caption, missing, outside = (dataset[i] for i in range(len(rows)))
+    assert table.target == "table<loc_50><loc_100><loc_450><loc_600>" and table.id == "boxes-1"
+    assert stamp.meta["labels"] == ["stamp"] and stamp.id == "mine"
+    assert grounding.prompt == "<CAPTION_TO_PHRASE_GROUNDING>a table and a stamp"
+    assert grounding.meta["task"] == tasks.GROUNDING and grounding.target.startswith("a table<loc_50>")
+    assert (ocr.prompt, ocr.target, ocr.meta["task"]) == ("<OCR>", "TOTAL 12.50", "<OCR>")
+    assert (caption.prompt, caption.target) == ("<CAPTION>", "a grey page")
+    assert missing.reason.startswith("image_") and outside == Skipped("no_boxes")
+
+
+def test_folder_splits_and_split_field(tmp_path):
+    save_page(tmp_path / "p.png")
+    row = {"image": "p.png", "boxes": [[0, 0, 50, 50]], "labels": ["a"]}
+    (tmp_path / "train.jsonl").write_text(json.dumps(row) + "\n" + json.dumps(row) + "\n")
+    (tmp_path / "validation.jsonl").write_text(json.dumps(row) + "\n")
+    assert (len(data.load(str(tmp_path), "train")), len(data.load(str(tmp_path), "validation"))) == (2, 1)
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text("\n".join(json.dumps({**row, "split": s}) for s in ("train", "train", "test")) + "\n")
+    assert len(data.load(str(mixed), "train")) == 2 and len(data.load(str(mixed), "test")) == 1
+    with pytest.raises(UsageError, match="no rows with split 'validation'"):
+        data.load(str(mixed), "validation")
+
+
+def test_question_answer_jsonl_is_left_to_the_vqa_reader(tmp_path):
+    (tmp_path / "qa.jsonl").write_text(json.dumps({"image": "p.png", "question": "q?", "answers": ["a"]}) + "\n")
+    assert not detection.is_task_spec(str(tmp_path / "qa.jsonl"))
+    assert detection.is_task_spec("synthetic:detection")
+
+
+def test_synthetic_detection_caption_and_ocr_specs():
+    detected = data.load("synthetic:detection", "validation", limit=8)
+    assert len(detected) == 8
+    documents = synthetic.generate_documents("validation", 8)
+    for index, document in enumerate(documents):
+        sample = detected[index]
+        assert sample.prompt == "<OD>" and sample.meta["task"] == "<OD>"
+        assert sorted(sample.meta["labels"]) == sorted(label for label, _ in document.objects)
+        assert set(sample.meta["labels"]) <= set(synthetic.OBJECT_LABELS)
+        width, height = document.image.size
+        for x1, y1, x2, y2 in sample.meta["boxes"]:
+            assert 0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height
+        assert "<loc_1000>" not in sample.target
+    caption = data.load("synthetic:caption", "validation", limit=1)[0]
+    assert caption.prompt == "<CAPTION>" and caption.target == documents[0].caption
+    ocr = data.load("synthetic:ocr", "validation", limit=1)[0]
+    assert ocr.prompt == "<OCR>" and ocr.target.split()[:2] == " ".join(documents[0].drawn_text).split()[:2]
+    with pytest.raises(UsageError, match="unknown synthetic task"):
+        data.load("synthetic:segmentation", "validation")

@@ -1,0 +1,160 @@
+"""Every adapter through the real loaders (load_dataset on hub-layout copies, load_from_disk), map-style
+and streamed: DocVQA, the Cauldron (turns, multi-image rows, held-out validation), Docmatix, local data."""
+
+import collections
+
+import builders
+import datasets
+import pytest
+
+from conftest import CAULDRON_SIZES, DOCVQA_SIZES
+from florence_tune import data
+from florence_tune.data import Sample, SampleDataset, SampleStream, Skipped
+from florence_tune.errors import UsageError
+
+
+def items(dataset) -> list:
+    return list(dataset) if isinstance(dataset, SampleStream) else [dataset[i] for i in range(len(dataset))]
+
+
+def ids(dataset) -> list[str]:
+    return [item.id for item in items(dataset)]
+
+
+# --- DocVQA -------------------------------------------------------------------------------------------
+
+
+def test_docvqa_rows_become_samples(hub):
+    train = data.load("docvqa", "train")
+    assert isinstance(train, SampleDataset) and len(train) == DOCVQA_SIZES["train"]
+    sample = train[3]
+    assert sample.prompt == "<VQA>what is written in box 3" and sample.target == "value 3"
+    assert sample.references == ["value 3", "val 3"] and sample.meta["question_type"] == "form"
+    assert sample.image.mode == "RGB" and sample.id == "1003"
+    assert data.load("docvqa", "train", clean_questions=True)[3].prompt == "<VQA>What is written in box 3?"
+
+
+def test_docvqa_test_split_is_predict_only(hub):
+    assert data.predict_only("docvqa", "test") and not data.predict_only("docvqa", "validation")
+    test = data.load("docvqa", "test")
+    assert test.predict_only and len(test) == DOCVQA_SIZES["test"]
+    assert all(isinstance(s, Sample) and s.references == [] for s in items(test))
+
+
+def test_docvqa_streamed_gives_the_same_samples(hub):
+    for split in DOCVQA_SIZES:
+        streamed = data.load("docvqa", split, streaming=True)
+        assert isinstance(streamed, SampleStream)
+        assert sorted(ids(streamed)) == sorted(ids(data.load("docvqa", split)))
+
+
+# --- the Cauldron and Docmatix ---------------------------------------------------------------------------
+
+
+def expected_turns(count: int, first: int = 0) -> int:
+    return sum(builders.turns_of(i) for i in range(first, count))
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_every_cauldron_turn_is_a_sample_and_validation_is_held_out(hub, streaming):
+    train = data.load("cauldron:ai2d,chartqa", "train", streaming=streaming, holdout_rows=2)
+    validation = data.load("cauldron:ai2d,chartqa", "validation", streaming=streaming, holdout_rows=2)
+    train_ids, validation_ids = ids(train), ids(validation)
+    assert len(train_ids) == sum(expected_turns(n, first=2) for n in CAULDRON_SIZES.values())
+    assert len(validation_ids) == sum(expected_turns(2) for _ in CAULDRON_SIZES)
+    assert not set(train_ids) & set(validation_ids), "held-out rows leak into training"
+    assert len(set(train_ids)) == len(train_ids)
+    sample = next(s for s in items(validation) if s.id.startswith("chartqa/"))
+    assert sample.prompt.startswith("<VQA>chartqa question 0.") and sample.target.startswith("chartqa answer 0.")
+    assert sample.meta["question_type"] == "chartqa"
+
+
+def test_held_out_slice_is_the_same_streamed_or_not(hub):
+    for split in ("train", "validation"):
+        mapped = ids(data.load("cauldron", split, holdout_rows=3))
+        streamed = ids(data.load("cauldron", split, holdout_rows=3, streaming=True))
+        assert sorted(mapped) == sorted(streamed)
+
+
+def test_multi_image_rows_are_tiled_or_skipped_and_counted(hub):
+    tiled = [s for s in items(data.load("cauldron:ai2d", "train", holdout_rows=0)) if s.meta.get("altered")]
+    multi_rows = [i for i in range(CAULDRON_SIZES["ai2d"]) if builders.images_of(i) > 1]
+    assert len(tiled) == sum(builders.turns_of(i) for i in multi_rows)
+    assert all(s.meta["altered"] == ["tiled_images"] for s in tiled)
+    assert tiled[0].image.width >= 40 + 48, "both pages are on the sheet"
+    skipped = items(data.load("cauldron:ai2d", "train", holdout_rows=0, multi_image="skip"))
+    assert collections.Counter(s.reason for s in skipped if isinstance(s, Skipped)) == {"multi_image": len(tiled)}
+
+
+def test_docmatix_has_the_cauldron_schema(hub):
+    train = data.load("docmatix", "validation", holdout_rows=2)
+    assert len(train) == expected_turns(2)
+    assert train[0].prompt == "<VQA>docmatix question 0.0"
+
+
+def test_a_local_copy_with_configurations(hub):
+    folder = hub["cauldron"]
+    assert len(data.load(f"{folder}:chartqa", "train", holdout_rows=0)) == expected_turns(CAULDRON_SIZES["chartqa"])
+    assert len(data.load(str(folder), "train", holdout_rows=0)) == sum(map(expected_turns, CAULDRON_SIZES.values()))
+
+
+# --- the user's own data ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def own_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("own")
+    for name in ("a.png", "b.png"):
+        (root / "train" / "images").mkdir(parents=True, exist_ok=True)
+        (root / "train" / "images" / name).write_bytes(builders.png())
+    builders.write_jsonl(root / "train" / "annotations.jsonl", [
+        {"image": "images/a.png", "prefix": "<VQA>What is the total?", "suffix": "$12.50"},
+        {"image": "images/b.png", "question": "what is the date", "answers": ["4 May", "May 4"]},
+        {"image": "images/b.png", "question": "who signed", "answer": "Ann"},
+        {"image": "images/a.png", "prefix": "Describe the page", "suffix": "a red page"},
+    ])
+    (root / "valid").mkdir()
+    (root / "valid" / "page.png").write_bytes(builders.png())
+    builders.write_jsonl(root / "valid" / "annotations.jsonl",
+                         [{"image": "page.png", "prefix": "<OCR>", "suffix": "x"}])
+    return root
+
+
+def test_maestro_jsonl_folder(own_data):
+    train = data.load(str(own_data), "train")
+    prompts = [(s.prompt, s.target, s.references) for s in items(train)]
+    assert prompts == [("<VQA>What is the total?", "$12.50", ["$12.50"]),
+                       ("<VQA>what is the date", "4 May", ["4 May", "May 4"]),
+                       ("<VQA>who signed", "Ann", ["Ann"]),
+                       ("<VQA>Describe the page", "a red page", ["a red page"])]
+    validation = data.load(str(own_data), "validation")  # the valid/ folder
+    assert [s.prompt for s in items(validation)] == ["<OCR>"]
+    single = data.load(str(own_data / "train" / "annotations.jsonl"), "train", holdout_rows=1)
+    assert len(single) == 3, "a single file is the train split, less the held-out rows"
+    streamed = data.load(str(own_data), "train", streaming=True, clean_questions=True)
+    assert [s.prompt for s in items(streamed)][1] == "<VQA>What is the date?"
+
+
+def test_parquet_files_and_save_to_disk(tmp_path):
+    rows = builders.docvqa_rows("train", 5)
+    table = datasets.Dataset.from_list(rows, features=builders.DOCVQA_FEATURES)
+    table.to_parquet(str(tmp_path / "pages.parquet"))
+    assert len(data.load(str(tmp_path / "pages.parquet"), "train", holdout_rows=0)) == 5
+    datasets.DatasetDict({"train": table, "validation": table.select(range(2))}).save_to_disk(str(tmp_path / "dict"))
+    assert len(data.load(str(tmp_path / "dict"), "validation")) == 2
+    assert len(data.load(str(tmp_path / "dict"), "train")) == 5, "a real validation split: nothing held out"
+    cauldron = datasets.Dataset.from_list(builders.cauldron_rows("mine", 4), features=builders.CAULDRON_FEATURES)
+    cauldron.save_to_disk(str(tmp_path / "single"))
+    assert len(data.load(str(tmp_path / "single"), "train", holdout_rows=1)) == expected_turns(4, first=1)
+    assert len(data.load(str(tmp_path / "single"), "validation", holdout_rows=1, streaming=True).components) == 1
+
+
+def test_unusable_sources_are_one_line_usage_errors(hub, tmp_path):
+    with pytest.raises(UsageError, match="has no split 'nope'"):
+        data.load("docvqa", "nope")
+    datasets.Dataset.from_list([{"x": 1}]).save_to_disk(str(tmp_path / "odd"))
+    with pytest.raises(UsageError, match="has columns"):
+        data.load(str(tmp_path / "odd"), "train")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UsageError, match="holds no JSON lines"):
+        data.load(str(tmp_path / "empty"), "train")

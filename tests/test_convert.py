@@ -1,0 +1,186 @@
+"""convert: a checkpoint in the original Microsoft layout, built here from the tiny model, becomes a
+native one that computes the same logits — without any of the original's Python code running."""
+
+import json
+import re
+import shutil
+
+import pytest
+import torch
+
+from florence_tune import modeling, tiny
+from florence_tune.cli import main
+from florence_tune.data.collate import Collator, encoder_positions
+from florence_tune.data.sample import Sample
+from florence_tune.errors import UsageError
+from florence_tune.evaluation import generate, generation_config
+
+# Native name → original name, written independently of convert.RENAMES (the other direction).
+TO_ORIGINAL = (
+    (r"^model\.vision_tower\.convs\.(\d+)\.conv\.", r"vision_tower.convs.\1.proj."),
+    (r"^model\.vision_tower\.convs\.(\d+)\.norm\.", r"vision_tower.convs.\1.norm."),
+    (r"^model\.vision_tower\.blocks\.(\d+\.\d+)\.(\w+)_block\.conv(\d)\.", r"vision_tower.blocks.\1.\2_block.conv\3.fn.dw."),
+    (r"^model\.vision_tower\.blocks\.(\d+\.\d+)\.spatial_block\.norm1\.",
+     r"vision_tower.blocks.\1.spatial_block.window_attn.norm."),
+    (r"^model\.vision_tower\.blocks\.(\d+\.\d+)\.channel_block\.norm1\.",
+     r"vision_tower.blocks.\1.channel_block.channel_attn.norm."),
+    (r"^model\.vision_tower\.blocks\.(\d+\.\d+)\.(\w+)_block\.(window|channel)_attn\.",
+     r"vision_tower.blocks.\1.\2_block.\3_attn.fn."),
+    (r"^model\.vision_tower\.blocks\.(\d+\.\d+)\.(\w+)_block\.norm2\.", r"vision_tower.blocks.\1.\2_block.ffn.norm."),
+    (r"^model\.vision_tower\.blocks\.(\d+\.\d+)\.(\w+)_block\.ffn\.", r"vision_tower.blocks.\1.\2_block.ffn.fn.net."),
+    (r"^model\.multi_modal_projector\.image_projection\.weight$", "image_projection"),
+    (r"^model\.multi_modal_projector\.image_proj_norm\.", "image_proj_norm."),
+    (r"^model\.multi_modal_projector\.image_position_embed\.", "image_pos_embed."),
+    (r"^model\.multi_modal_projector\.visual_temporal_embed\.", "visual_temporal_embed."),
+    (r"^model\.language_model\.", "language_model.model."),
+    (r"^lm_head\.", "language_model.lm_head."),
+)
+VOCAB_ROWS = ("model.language_model.shared.weight", "model.language_model.encoder.embed_tokens.weight",
+              "model.language_model.decoder.embed_tokens.weight", "lm_head.weight")
+
+
+def original_name(name: str) -> str:
+    for pattern, replacement in TO_ORIGINAL:
+        if re.match(pattern, name):
+            return re.sub(pattern, replacement, name)
+    raise AssertionError(f"no original name for {name}")
+
+
+def kept_rows(processor) -> list[int]:
+    """The original vocabulary: BART's tokens then the 1,024 Florence-2 tokens, without <image>."""
+    image = processor.tokenizer.image_token_id
+    return [i for i in range(len(processor.tokenizer)) if i != image]
+
+
+def write_original(model, processor, folder, extra_weights=None):
+    """The tiny model as Microsoft's repositories lay it out: remote-code config, renamed pickled weights,
+    a BART tokenizer without Florence-2's run-time tokens, and a processor that names its own code."""
+    folder.mkdir()
+    keep = torch.tensor(kept_rows(processor))
+    state = {}
+    for name, tensor in model.state_dict().items():
+        tensor = tensor.index_select(0, keep) if name in VOCAB_ROWS else tensor
+        state[original_name(name)] = tensor.t().contiguous() if name.endswith("image_projection.weight") else tensor
+    last_dim = model.config.vision_config.embed_dim[-1]
+    state.update({"vision_tower.norms.weight": torch.ones(last_dim), "vision_tower.norms.bias": torch.zeros(last_dim),
+                  "vision_tower.head.weight": torch.randn(1000, last_dim), "vision_tower.head.bias": torch.zeros(1000),
+                  "language_model.final_logits_bias": torch.zeros(1, len(keep)), **(extra_weights or {})})
+    torch.save(state, folder / "pytorch_model.bin")
+    (folder / "config.json").write_text(json.dumps(original_config(model.config, len(keep))))
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copy(tiny.resources.files("florence_tune") / "assets" / "tiny_tokenizer" / name, folder / name)
+    (folder / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 1024,
+                                                              "processor_class": "Florence2Processor"}))
+    size = {"height": tiny.IMAGE_SIZE, "width": tiny.IMAGE_SIZE}
+    (folder / "preprocessor_config.json").write_text(json.dumps({
+        "auto_map": {"AutoProcessor": "processing_florence2.Florence2Processor"}, "crop_size": size,
+        "do_center_crop": False, "do_normalize": True, "do_rescale": True, "do_resize": True,
+        "image_mean": tiny.IMAGE_MEAN, "image_std": tiny.IMAGE_STD, "image_processor_type": "CLIPImageProcessor",
+        "image_seq_length": tiny.IMAGE_SEQ_LENGTH, "processor_class": "Florence2Processor", "resample": 3,
+        "rescale_factor": 1 / 255, "size": size}))
+    for code in ("modeling_florence2.py", "configuration_florence2.py", "processing_florence2.py"):
+        (folder / code).write_text("raise SystemExit('the repository code ran')\n")
+    return folder
+
+
+def original_config(native, vocab_size: int) -> dict:
+    vision = native.vision_config
+    text = {k: v for k, v in native.text_config.to_dict().items()
+            if k not in ("model_type", "architectures", "transformers_version", "dtype")}
+    text.update({"model_type": "florence2_language", "vocab_size": vocab_size, "no_repeat_ngram_size": 3,
+                 "num_beams": 3, "normalize_before": False, "add_final_layer_norm": False})
+    return {
+        "architectures": ["Florence2ForConditionalGeneration"], "model_type": "florence2",
+        "auto_map": {"AutoConfig": "configuration_florence2.Florence2Config",
+                     "AutoModelForCausalLM": "modeling_florence2.Florence2ForConditionalGeneration"},
+        "projection_dim": vision.projection_dim, "vocab_size": vocab_size, "is_encoder_decoder": True,
+        "text_config": text,
+        "vision_config": {
+            "model_type": "davit", "dim_embed": list(vision.embed_dim), "depths": list(vision.depths),
+            "num_heads": list(vision.num_heads), "num_groups": list(vision.num_groups),
+            "window_size": vision.window_size, "projection_dim": vision.projection_dim,
+            "patch_size": list(vision.patch_size), "patch_stride": list(vision.patch_stride),
+            "patch_padding": list(vision.patch_padding), "patch_prenorm": list(vision.patch_prenorm),
+            "drop_path_rate": vision.drop_path_rate, "enable_checkpoint": False,
+            "visual_temporal_embedding": {"type": "COSINE", "max_temporal_embeddings": vision.max_temporal_embeddings},
+            "image_pos_embed": {"type": "learned_abs_2d", "max_pos_embeddings": vision.max_position_embeddings},
+            "image_feature_source": ["spatial_avg_pool", "temporal_avg_pool"],
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def native():
+    model, processor = modeling.load("tiny")
+    torch.manual_seed(3)
+    with torch.no_grad():  # away from the initialisation, so every weight has to arrive in its place
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.05)
+    return model.eval(), processor
+
+
+def batch_for(model, processor, page_image):
+    samples = [Sample("1", page_image, "<OD>", "header<loc_10><loc_20><loc_900><loc_300>"),
+               Sample("2", page_image, "<VQA>What is the total?", "$12.50")]
+    batch = Collator(processor, max_positions=encoder_positions(model))(samples)
+    batch.pop("stats")
+    return batch
+
+
+def test_original_layout_converts_to_identical_logits_and_answers(native, page_image, tmp_path, capsys):
+    model, processor = native
+    source = write_original(model, processor, tmp_path / "original")
+    with pytest.raises(UsageError, match="florence-tune convert"):
+        modeling.load(str(source))
+    assert main(["convert", str(source), str(tmp_path / "native")]) == 0
+    assert "converted to" in capsys.readouterr().out
+    converted, converted_processor = modeling.load(str(tmp_path / "native"))
+
+    tokenizer = converted_processor.tokenizer
+    assert tokenizer.convert_tokens_to_ids(["<od>", "<loc_0>", "<loc_999>", "<and>"]) == [951, 955, 1954, 1974]
+    assert tokenizer.image_token_id == 1975 == converted.config.image_token_id
+    assert converted_processor.image_processor.image_seq_length == tiny.IMAGE_SEQ_LENGTH
+    with torch.no_grad():
+        ours = model(**batch_for(model, processor, page_image)).logits
+        theirs = converted(**batch_for(converted, converted_processor, page_image)).logits
+    # Same vocabulary in another order: each original token's column must match exactly; <image>
+    # (absent from the original) is the one new row.
+    torch.testing.assert_close(theirs[..., : len(kept_rows(processor))], ours[..., kept_rows(processor)],
+                               rtol=0, atol=1e-6)
+    config = generation_config(processor, num_beams=2, max_new_tokens=12)
+    plain = {k: v for k, v in batch_for(model, processor, page_image).items() if k != "labels"}
+    plain_converted = {k: v for k, v in batch_for(converted, converted_processor, page_image).items() if k != "labels"}
+    assert generate(model, processor, plain, config) == generate(converted, converted_processor, plain_converted,
+                                                                 config)
+
+
+def test_unknown_weights_are_named_in_one_line(native, tmp_path):
+    model, processor = native
+    extra = {f"vision_tower.adapter.{i}.weight": torch.zeros(1) for i in range(7)}
+    source = write_original(model, processor, tmp_path / "original", extra_weights=extra)
+    with pytest.raises(UsageError) as error:
+        main_convert(source, tmp_path / "native")
+    message = str(error.value)
+    assert "7 weight(s) have no native name" in message and "vision_tower.adapter.0.weight" in message
+    assert "(+2 more)" in message and "\n" not in message
+
+
+def main_convert(source, destination):
+    from florence_tune.config import ConvertConfig
+    from florence_tune.convert import convert
+
+    return convert(ConvertConfig(source=str(source), destination=str(destination)))
+
+
+def test_refuses_native_checkpoints_and_full_destinations(tmp_path, capsys):
+    native_dir = modeling.resolve_model_path("tiny")
+    assert main(["convert", native_dir, str(tmp_path / "out")]) == 2
+    assert "not in the original Florence-2 layout" in capsys.readouterr().err
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "keep.txt").write_text("x")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "config.json").write_text("{}")
+    assert main(["convert", str(tmp_path / "src"), str(full)]) == 2
+    assert "--overwrite" in capsys.readouterr().err and (full / "keep.txt").exists()
+    assert main(["convert"]) == 2

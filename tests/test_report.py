@@ -1,0 +1,88 @@
+"""The HTML report: grouping maths, numbers traced back to the run's own files, comparison deltas."""
+
+import html
+import json
+import re
+
+import pytest
+import yaml
+
+from florence_tune import metrics, report
+from florence_tune.cli import main
+
+
+def record(qid, group, prediction, references, **meta):
+    return {"question_id": qid, "question": f"q{qid}", "prediction": prediction, "references": references,
+            "anls": metrics.anls_score(prediction, references),
+            "exact_match": metrics.exact_match(prediction, references), "group": group, "meta": meta}
+
+
+RECORDS = [
+    record("1", "colour", "red", ["red"], doc="a"),
+    record("2", "colour", "blu", ["blue"], doc="a"),        # 1 - 1/4 = 0.75
+    record("3", "total", "$12.50", ["$12.50", "12.50"], doc="b"),
+    record("4", "total", "9", ["$12.50"], doc="b"),         # below threshold: 0
+]
+
+
+@pytest.fixture()
+def run_dir(tmp_path):
+    (tmp_path / "predictions.jsonl").write_text("\n".join(json.dumps(r) for r in RECORDS) + "\n")
+    events = [{"step": 10, "loss": 3.0}, {"step": 20, "loss": 2.0}, {"step": 20, "eval_loss": 2.5},
+              {"step": 20, "eval_anls": 0.6875}]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(e) for e in events) + "\n")
+    summary = {"anls_before": 0.1, "anls_after": 0.6875, "anls_blind_baseline": 0.25, "steps": 20,
+               "train_samples_per_second": 12.5, "peak_memory_mib": 700.0, "data": {"skipped_image_corrupt": 3}}
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"model": "tiny", "dataset": "nowhere", "eval_split": "none"}))
+    return tmp_path
+
+
+def test_grouping_maths():
+    groups = report.grouped_metrics(RECORDS)
+    assert groups["colour"] == {"anls": (1.0 + 0.75) / 2, "exact_match": 0.5, "n": 2}
+    assert groups["total"] == {"anls": 0.5, "exact_match": 0.5, "n": 2}
+    by_doc = report.grouped_metrics(RECORDS, column="doc")
+    assert set(by_doc) == {"a", "b"} and by_doc["b"]["anls"] == 0.5
+
+
+def test_worst_are_lowest_anls_first():
+    assert [r["question_id"] for r in report.worst(RECORDS, 2)] == ["4", "2"]
+
+
+def cells(text: str) -> list[str]:
+    return [html.unescape(c) for c in re.findall(r"<td[^>]*>(.*?)</td>", text)]
+
+
+def test_every_number_comes_from_the_run_files(run_dir):
+    text = report.write_report(run_dir).read_text()
+    values = cells(text)
+    overall = metrics.score_predictions(RECORDS)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    for expected in [overall["anls"], overall["exact_match"], summary["anls_before"], summary["anls_blind_baseline"],
+                     summary["train_samples_per_second"], summary["peak_memory_mib"]]:
+        assert f"{expected:.4f}" in values, expected
+    groups = report.grouped_metrics(RECORDS)
+    for name, scores in groups.items():
+        row = values[values.index(name): values.index(name) + 4]
+        assert row == [name, str(scores["n"]), f"{scores['anls']:.4f}", f"{scores['exact_match']:.4f}"]
+    assert "skipped_image_corrupt" in values and "3" in values
+    assert text.count("data:image/png;base64,") == 2  # loss curve and metric curve
+    assert "blu" in text and "$12.50" in html.unescape(text)
+
+
+def test_comparison_shows_deltas_per_group(run_dir, tmp_path_factory):
+    other = tmp_path_factory.mktemp("other")
+    better = [dict(r, prediction=r["references"][0], anls=1.0, exact_match=1.0) for r in RECORDS]
+    (other / "predictions.jsonl").write_text("\n".join(json.dumps(r) for r in better) + "\n")
+    out = report.write_comparison(run_dir, other, output=other / "cmp.html")
+    values = cells(out.read_text())
+    row = values[values.index("colour"): values.index("colour") + 4]
+    assert row == ["colour", "0.8750", "1.0000", "0.1250"]
+
+
+def test_report_command_and_bad_input(run_dir, capsys, tmp_path):
+    assert main(["report", str(run_dir)]) == 0
+    assert (run_dir / "report.html").exists()
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    assert "pass a run directory" in capsys.readouterr().err

@@ -1,0 +1,76 @@
+"""Metrics chosen by task: CER/WER for OCR, BLEU for captions, COCO mAP over the whole set for boxes."""
+
+import pytest
+
+from florence_tune import evaluation, task_metrics
+from florence_tune.errors import UsageError
+
+
+def text(task, prediction, *references, group="all"):
+    return {"task": task, "prediction": prediction, "references": list(references), "group": group}
+
+
+def boxes(gt, predicted, size=(100, 100)):
+    return {"task": "<OD>", "prediction": "", "references": [""], "group": "<OD>", "image_size": list(size),
+            "reference_boxes": [b for _, b in gt], "reference_labels": [label for label, _ in gt],
+            "predicted_boxes": [b for _, b in predicted], "predicted_labels": [label for label, _ in predicted]}
+
+
+def test_character_and_word_error_rates_on_hand_made_pages():
+    one = text("<OCR>", "TOTAL 12.5O", "TOTAL 12.50")  # one substituted character, one wrong word
+    two = text("<OCR>", "Paid in full", "Paid in full")
+    assert task_metrics.character_error_rate([one]) == pytest.approx(1 / 11)
+    assert task_metrics.word_error_rate([one]) == pytest.approx(1 / 2)
+    # corpus rates: all edits over all reference characters / words, not a mean of per-page rates
+    assert task_metrics.character_error_rate([one, two]) == pytest.approx(1 / 23)
+    assert task_metrics.word_error_rate([one, two]) == pytest.approx(1 / 5)
+    assert task_metrics.character_error_rate([text("<OCR>", "abc", "")]) is None  # nothing to score
+
+
+def test_bleu_rewards_closer_captions():
+    reference = "a receipt on blue paper with a table"
+    perfect = task_metrics.bleu([text("<CAPTION>", reference, reference)])
+    close = task_metrics.bleu([text("<CAPTION>", "a receipt on blue paper with a list", reference)])
+    far = task_metrics.bleu([text("<CAPTION>", "an invoice on red paper", reference)])
+    assert perfect == pytest.approx(1.0) and 0.0 <= far < close < 1.0
+    # several references: matching any of them is enough
+    assert task_metrics.bleu([text("<CAPTION>", reference, "something else entirely", reference)]) == \
+        pytest.approx(1.0)
+
+
+def test_map_is_one_coco_evaluation_over_the_whole_set():
+    a = boxes([("x", [0, 0, 50, 50])], [("x", [60, 60, 90, 90]), ("x", [0, 0, 50, 50])])
+    b = boxes([("x", [0, 0, 50, 50]), ("x", [50, 50, 100, 100])], [("x", [0, 0, 50, 50])])
+    whole = task_metrics.detection_map([a, b])
+    per_batch = (task_metrics.detection_map([a])["map_50"] + task_metrics.detection_map([b])["map_50"]) / 2
+    assert whole["map_50"] == pytest.approx(0.4422, abs=1e-3) and abs(whole["map_50"] - per_batch) > 0.05
+    assert evaluation.summarise([a, b])["map_50"] == whole["map_50"]
+    perfect = boxes([("x", [0, 0, 50, 50]), ("y", [10, 60, 90, 95])], [("y", [10, 60, 90, 95]), ("x", [0, 0, 50, 50])])
+    assert task_metrics.detection_map([perfect]) == {"map": pytest.approx(1.0), "map_50": pytest.approx(1.0)}
+    assert task_metrics.detection_map([boxes([("x", [0, 0, 50, 50])], [])]) == {"map": 0.0, "map_50": 0.0}
+    wrong_label = boxes([("x", [0, 0, 50, 50])], [("y", [0, 0, 50, 50])])
+    assert task_metrics.detection_map([wrong_label])["map_50"] == 0.0
+
+
+def test_metrics_follow_the_task_and_vqa_output_is_unchanged():
+    vqa = [text("<VQA>", "red", "red", group="page_colour"), text("<VQA>", "blu", "blue", group="page_colour")]
+    summary = evaluation.summarise(vqa)
+    assert set(summary) == {"anls", "exact_match", "n", "anls_by_group"}
+    assert summary["exact_match"] == 0.5 and summary["n"] == 2
+    assert set(evaluation.summarise([text("<OCR>", "ab", "ab")])) == {"cer", "wer", "n"}
+    assert set(evaluation.summarise([text("<CAPTION>", "a b c d", "a b c d")])) == {"bleu", "n"}
+    assert set(evaluation.summarise([boxes([("x", [0, 0, 5, 5])], [])])) == {"map", "map_50", "n"}
+    # a mixed set scores each task with its own metrics, over its own records only
+    mixed = evaluation.summarise([*vqa, text("<OCR>", "zzz", "TOTAL"), boxes([("x", [0, 0, 5, 5])], [])])
+    assert mixed["anls"] == summary["anls"] and mixed["n"] == 4 and {"cer", "wer", "map", "map_50"} <= set(mixed)
+
+
+def test_an_explicit_list_replaces_the_choice():
+    records = [text("<VQA>", "red", "red"), text("<OCR>", "TOTAL", "TOTAL 1")]
+    summary = evaluation.summarise(records, task_metrics.parse_names("cer, anls"))
+    assert set(summary) == {"cer", "anls", "n", "anls_by_group"}
+    assert summary["anls"] == pytest.approx((1.0 + task_metrics.anls([records[1]])) / 2)  # over every record
+    assert evaluation.summarise([], None) == {"anls": 0.0, "exact_match": 0.0, "n": 0, "anls_by_group": {}}
+    assert task_metrics.parse_names("") is None
+    with pytest.raises(UsageError, match="did you mean 'map_50'"):
+        task_metrics.parse_names("anls,map50")
