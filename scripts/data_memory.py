@@ -75,7 +75,7 @@ def measure(argv: list[str], env: dict[str, str]) -> dict[str, float]:
     """Run ``florence-tune argv`` and return its peak RSS and peak anonymous RSS in MiB, and its time."""
     started = time.monotonic()
     process = subprocess.Popen([sys.executable, "-m", "florence_tune", *argv], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     peak_anon = [0.0]
 
     def sample():
@@ -85,13 +85,17 @@ def measure(argv: list[str], env: dict[str, str]) -> dict[str, float]:
 
     watcher = threading.Thread(target=sample, daemon=True)
     watcher.start()
+    output = process.stdout.read()  # the command's report; its last line is JSON
     _, status, usage = os.wait4(process.pid, 0)
     process.returncode = os.waitstatus_to_exitcode(status)
     watcher.join()
     if process.returncode != 0:
-        raise SystemExit(f"florence-tune {' '.join(argv)} failed: {process.stderr.read()[-2000:]}")
+        raise SystemExit(f"florence-tune {' '.join(argv)} failed with status {process.returncode}")
+    report = json.loads(output.strip().splitlines()[-1])
     return {"peak_rss_mib": round(usage.ru_maxrss / 1024, 1), "peak_anon_mib": round(peak_anon[0], 1),
-            "seconds": round(time.monotonic() - started, 1)}
+            "seconds": round(time.monotonic() - started, 1),
+            # what the run covered: every sample for inspect, the optimizer steps for train
+            "samples": report.get("samples"), "steps": report.get("steps")}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -109,8 +113,10 @@ def main(argv: list[str] | None = None) -> dict:
         for mode in args.modes.split(","):
             command = [part.format(source=source, work=work) for part in MODES[mode]]
             results.setdefault(mode, {})[str(rows)] = figures = measure(command, env)
+            covered = f"{figures['samples']} samples" if figures["samples"] else f"{figures['steps']} steps"
             print(f"{mode:<15} {rows:>7} rows  peak RSS {figures['peak_rss_mib']:>7.1f} MiB  "
-                  f"peak anonymous {figures['peak_anon_mib']:>7.1f} MiB  {figures['seconds']:>6.1f} s", flush=True)
+                  f"peak anonymous {figures['peak_anon_mib']:>7.1f} MiB  {figures['seconds']:>6.1f} s  {covered}",
+                  flush=True)
     print(json.dumps(results))
     return results
 

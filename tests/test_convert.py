@@ -4,6 +4,7 @@ native one that computes the same logits — without any of the original's Pytho
 import json
 import re
 import shutil
+from importlib import resources
 
 import pytest
 import torch
@@ -19,7 +20,8 @@ from florence_tune.evaluation import generate, generation_config
 TO_ORIGINAL = (
     (r"^model\.vision_tower\.convs\.(\d+)\.conv\.", r"vision_tower.convs.\1.proj."),
     (r"^model\.vision_tower\.convs\.(\d+)\.norm\.", r"vision_tower.convs.\1.norm."),
-    (r"^model\.vision_tower\.blocks\.(\d+\.\d+)\.(\w+)_block\.conv(\d)\.", r"vision_tower.blocks.\1.\2_block.conv\3.fn.dw."),
+    (r"^model\.vision_tower\.blocks\.(\d+\.\d+)\.(\w+)_block\.conv(\d)\.",
+     r"vision_tower.blocks.\1.\2_block.conv\3.fn.dw."),
     (r"^model\.vision_tower\.blocks\.(\d+\.\d+)\.spatial_block\.norm1\.",
      r"vision_tower.blocks.\1.spatial_block.window_attn.norm."),
     (r"^model\.vision_tower\.blocks\.(\d+\.\d+)\.channel_block\.norm1\.",
@@ -68,7 +70,7 @@ def write_original(model, processor, folder, extra_weights=None):
     torch.save(state, folder / "pytorch_model.bin")
     (folder / "config.json").write_text(json.dumps(original_config(model.config, len(keep))))
     for name in ("vocab.json", "merges.txt"):
-        shutil.copy(tiny.resources.files("florence_tune") / "assets" / "tiny_tokenizer" / name, folder / name)
+        shutil.copy(resources.files("florence_tune") / "assets" / "tiny_tokenizer" / name, folder / name)
     (folder / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 1024,
                                                               "processor_class": "Florence2Processor"}))
     size = {"height": tiny.IMAGE_SIZE, "width": tiny.IMAGE_SIZE}
@@ -184,3 +186,18 @@ def test_refuses_native_checkpoints_and_full_destinations(tmp_path, capsys):
     assert main(["convert", str(tmp_path / "src"), str(full)]) == 2
     assert "--overwrite" in capsys.readouterr().err and (full / "keep.txt").exists()
     assert main(["convert"]) == 2
+
+
+def test_image_processor_of_768_pixel_models_gives_577_image_tokens(native, tmp_path):
+    from transformers import Florence2Config
+
+    from florence_tune.convert import build_processor
+
+    _, processor = native
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps({"size": {"height": 768, "width": 768},
+                                                                   "image_processor_type": "CLIPImageProcessor"}))
+    built = build_processor(tmp_path, processor.tokenizer, Florence2Config())  # DaViT strides 4, 2, 2, 2
+    assert built.image_processor.image_seq_length == 577 and built.num_image_tokens == 577
+    built.save_pretrained(tmp_path / "saved")
+    saved = json.loads((tmp_path / "saved" / "processor_config.json").read_text())["image_processor"]
+    assert saved["image_processor_type"] == "CLIPImageProcessor" and saved["size"] == {"height": 768, "width": 768}

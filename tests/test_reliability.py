@@ -173,8 +173,17 @@ def test_failed_save_keeps_the_previous_checkpoint_and_resume_picks_it(reference
     modeling.load(str(run_dir))  # loadable
 
     monkeypatch.setattr(modeling_utils, "safe_save_file", real_save)
+    real_load, loads = torch.load, []
+
+    def recording_load(*args, **kwargs):  # how the Trainer reads the optimizer, scheduler and RNG files
+        loads.append((Path(args[0]).name, kwargs.get("weights_only")))
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", recording_load)
     assert main(["train", *RUN, "--save-steps", "4", "--output-dir", str(run_dir), "--resume"]) == 0
     assert_bit_identical(weights(run_dir / "final"), weights(reference / "final"))
+    assert {name for name, _ in loads} >= {"optimizer.pt", "scheduler.pt", "rng_state.pth"}
+    assert all(weights_only is True for _, weights_only in loads), loads
 
 
 # --- non-finite steps ------------------------------------------------------------------------
@@ -412,3 +421,14 @@ def test_arbitrary_bytes_as_an_image_file_are_skipped_and_counted(payload, colla
     else:
         assert items[0].reason.startswith("image_")
         assert batch["stats"] == {f"skipped_{items[0].reason}": 1} and batch["pixel_values"].shape[0] == 1
+
+
+def test_resumed_metrics_forget_the_repeated_steps_and_a_line_cut_by_a_kill(tmp_path):
+    from florence_tune.reliability import drop_lines_after, logged_metrics
+
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text('{"step": 0, "before_anls": 0.25}\n{"step": 3, "loss": 1.5}\n{"step": 4, "loss": 1.4}\n'
+                       '{"step": 5, "lo')
+    drop_lines_after(metrics, 3)
+    assert metrics.read_text() == '{"step": 0, "before_anls": 0.25}\n{"step": 3, "loss": 1.5}\n'
+    assert logged_metrics(metrics, "before_") == {"before_anls": 0.25}

@@ -74,3 +74,18 @@ def test_an_explicit_list_replaces_the_choice():
     assert task_metrics.parse_names("") is None
     with pytest.raises(UsageError, match="did you mean 'map_50'"):
         task_metrics.parse_names("anls,map50")
+
+
+def test_box_answers_spelt_in_the_prompt_and_target_are_scored_too(tiny, page_image):
+    """Rows that carry <OD> only in their prompt and target (maestro's JSON lines) still get mAP."""
+    from florence_tune.data.sample import Sample
+
+    _, processor = tiny
+    target = "stamp<loc_100><loc_100><loc_500><loc_400>"
+    sample = Sample("7", page_image, "<OD>", target, [target], {})
+    record = evaluation.score_record(sample, target, processor)
+    assert record["task"] == "<OD>" and record["reference_labels"] == ["stamp"]
+    assert record["predicted_boxes"] == record["reference_boxes"]
+    assert evaluation.summarise([record])["map_50"] == pytest.approx(1.0)
+    question = Sample("8", page_image, "<VQA>What is it?", "a", ["a"], {})
+    assert evaluation.score_record(question, "a", processor)["task"] == "<VQA>"

@@ -71,3 +71,13 @@ def test_labels_and_boxes_are_cleaned():
     assert tasks.clip_box([-10, 5, 500, 600], (384, 512)) == [0.0, 5.0, 384.0, 512.0]
     assert tasks.clip_box([30, 40, 10, 20], (100, 100)) == [10.0, 20.0, 30.0, 40.0]
     assert tasks.clip_box([500, 5, 600, 50], (384, 512)) is None
+
+
+def test_grounding_answers_parse_per_phrase(tiny):
+    _, processor = tiny
+    boxes = [[10, 20, 110, 80], [200, 40, 380, 500]]
+    target = tasks.encode_objects(["a red stamp", "the total"], boxes, (384, 512))
+    parsed = tasks.parse_boxes(processor, target, tasks.GROUNDING, (384, 512))
+    assert parsed["labels"] == ["a red stamp", "the total"]
+    assert all(abs(a - b) <= 1.5 for box, back in zip(boxes, parsed["boxes"], strict=True)
+               for a, b in zip(box, back, strict=True))

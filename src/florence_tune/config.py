@@ -69,7 +69,8 @@ class TrainConfig(DataSettings, GenerationSettings):
     output_dir: str = setting("runs/demo", "Run directory (checkpoints, final/, metrics.jsonl, model card).")
     overwrite: bool = setting(False, "Replace an existing run in --output-dir.", saved=False)
     resume: str | None = setting(None, "Continue the run in --output-dir from its newest complete checkpoint "
-                                       "(bare flag or 'auto'), or from the checkpoint folder PATH.",
+                                       "(--resume alone, or 'auto'), or from the checkpoint folder given "
+                                       "(--resume runs/x/checkpoint-500).",
                                  const="auto", saved=False)
     task_prompt: str = setting("<VQA>", "Task prompt put before every question.")
     strategy: str = setting("full", "What trains: all weights, all but the vision tower, LoRA adapters, or LoRA on a "
@@ -114,6 +115,17 @@ class TrainConfig(DataSettings, GenerationSettings):
                                             "directory), wandb, mlflow (comma-separated), or none.")
     ddp_timeout: int = setting(600, "Seconds a distributed collective waits for a stalled rank before the job fails.")
     bf16: bool = setting(False, "Train in bfloat16 autocast (GPU).")
+    page_cache: str | None = setting(None, "Decode and resize every page once into a uint8 cache at model resolution "
+                                           "in this folder ('auto': under ~/.cache/florence_tune/pages; bare flag), "
+                                           "and train from it (fastpath.py).", const="auto")
+    page_cache_draft: bool = setting(False, "Build the page cache from JPEGs decoded at reduced scale: several times "
+                                            "faster, pixels within ~1 grey level of the processor's on average.")
+    group_by_page: bool = setting(False, "Batch the questions of a page together and run the vision tower once per "
+                                         "page in the batch (same loss and gradients, far fewer FLOPs).")
+    feature_cache_mib: int = setting(0, "With a frozen vision tower: keep its output per page on the device, up to "
+                                        "this many MiB, so later epochs skip it (0: off).")
+    compile: bool = setting(False, "torch.compile the vision tower and the language model (lengths padded to "
+                                   "multiples of 32, last partial batch dropped).")
     trust_remote_code: bool = setting(False, "Allow code from the model repository to run (off by default).")
     eval_before: bool = setting(True, "Evaluate once before training, for a before/after comparison.")
     metrics: str = setting("", "Comma-separated metrics to report (anls, exact_match, cer, wer, bleu, map, map_50); "
@@ -130,6 +142,7 @@ class EvalConfig(DataSettings, GenerationSettings):
     output: str = setting("predictions.jsonl", "Where to write the predictions (JSON lines).")
     task_prompt: str = setting("<VQA>", "Task prompt put before every question.")
     batch_size: int = setting(16, "Samples per generation batch.")
+    num_workers: int = setting(0, "Data-loader worker processes decoding and resizing pages during generation.")
     max_samples: int = setting(0, "Evaluate on at most this many samples (0: the whole split).")
     trust_remote_code: bool = setting(False, "Allow code from the model repository to run (off by default).")
     report: bool = setting(False, "Also write report.html (metrics per group, worst predictions) next to --output.")

@@ -53,12 +53,16 @@ def generate(model, processor, batch: dict[str, torch.Tensor], config,
     dtype = next(model.parameters()).dtype
     inputs = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask", "pixel_values")}
     inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
-    output = model.generate(**inputs, generation_config=config)
+    return decode_answers(processor, model.generate(**inputs, generation_config=config), samples)
+
+
+def decode_answers(processor, output: torch.Tensor, samples: list[Sample] | None = None) -> list[str]:
+    """Generated ids → answer text (box tasks keep their location tokens; see ``generate``)."""
     plain = [text.strip() for text in processor.batch_decode(output, skip_special_tokens=True)]
-    if not samples or not any(tasks.task_of(s.meta) in tasks.BOX_TASKS for s in samples):
+    if not samples or not any(tasks.task_of(s.meta, s.prompt) in tasks.BOX_TASKS for s in samples):
         return plain
     raw = processor.batch_decode(output, skip_special_tokens=False)
-    return [tasks.strip_markers(r) if tasks.task_of(s.meta) in tasks.BOX_TASKS else p
+    return [tasks.strip_markers(r) if tasks.task_of(s.meta, s.prompt) in tasks.BOX_TASKS else p
             for s, r, p in zip(samples, raw, plain, strict=True)]
 
 
@@ -99,14 +103,21 @@ def batches(pairs: Iterable[tuple[Key, Any]], batch_size: int) -> Iterable[Index
 
 
 def predict_dataset(model, processor, dataset, *, batch_size: int, num_beams: int, max_new_tokens: int,
-                    progress: bool = True) -> tuple[list[dict[str, Any]], collections.Counter]:
+                    progress: bool = True, num_workers: int = 0) -> tuple[list[dict[str, Any]], collections.Counter]:
     """Generate an answer for every usable sample; returns (records, counts of skipped rows).
 
     Under torchrun each rank generates for its own disjoint share of the split and the records are
     gathered, so every rank returns the same complete list, in dataset order, each question once.
+    Map-style datasets take the page path (page_eval.py: pages decoded once, vision once per page,
+    length-sorted batches, ``num_workers`` loader processes); streams the loop below.
     """
     from tqdm.auto import tqdm
 
+    from florence_tune import page_eval
+
+    if page_eval.applies(dataset, processor):
+        return page_eval.predict(model, processor, dataset, batch_size=batch_size, num_beams=num_beams,
+                                 max_new_tokens=max_new_tokens, num_workers=num_workers, progress=progress)
     model.eval()
     collator = Collator(processor, max_positions=encoder_positions(model), with_labels=False)
     config = generation_config(processor, num_beams=num_beams, max_new_tokens=max_new_tokens)
@@ -175,11 +186,14 @@ def summarise(records: list[dict[str, Any]], metric_names: list[str] | None = No
     return summary
 
 
-def majority_baseline(train: list[Sample], evaluation: list[Sample]) -> float:
+def majority_baseline(train: list[Sample], evaluation: list[Sample]) -> float | None:
     """ANLS of always answering the most frequent training answer of the question's group.
 
     A model that never looks at the image can do this well; a fine-tuned model must beat it.
+    None when there are no questions to answer (a detection, OCR or caption set).
     """
+    if not evaluation:
+        return None
     by_group: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     for sample in train:
         by_group[sample.meta.get("question_type", "all")][sample.target] += 1
@@ -226,7 +240,8 @@ def run_evaluation(config) -> dict[str, Any]:
         model, processor = modeling.load(config.model, trust_remote_code=config.trust_remote_code)
     model.to(state.device)
     records, skipped = predict_dataset(model, processor, dataset, batch_size=config.batch_size,
-                                       num_beams=config.num_beams, max_new_tokens=config.max_new_tokens)
+                                       num_beams=config.num_beams, max_new_tokens=config.max_new_tokens,
+                                       num_workers=config.num_workers)
     predict_only = getattr(dataset, "predict_only", False)
     summary = (unscored(records, config.dataset, config.split) if predict_only
                else summarise(records, metric_names))

@@ -127,13 +127,20 @@ def logged_metrics(metrics_file: Path, prefix: str) -> dict[str, Any]:
 
 
 def drop_lines_after(metrics_file: Path, step: int) -> None:
-    """Forget events logged after ``step``: a resumed run repeats those steps and logs them again."""
+    """Forget events logged after ``step`` (a resumed run repeats those steps and logs them again), and a
+    last line cut short by a kill."""
     lines = metrics_file.read_text().splitlines(keepends=True)
-    kept = [line for line in lines if (_json_or_none(line) or {}).get("step", 0) <= step]
+    kept = [line for line in lines if _logged_by(line, step)]
     if len(kept) != len(lines):
         staged = metrics_file.with_name(metrics_file.name + ".tmp")
         staged.write_text("".join(kept))
         os.replace(staged, metrics_file)
+
+
+def _logged_by(line: str, step: int) -> bool:
+    """A whole event line (a kill can cut the last one short) of ``step`` or earlier."""
+    event = _json_or_none(line) if line.endswith("\n") else None
+    return event is not None and event.get("step", 0) <= step
 
 
 def _json_or_none(line: str) -> dict[str, Any] | None:

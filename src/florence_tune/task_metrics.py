@@ -89,18 +89,23 @@ def compute(records: list[dict[str, Any]], override: list[str] | None = None) ->
 def record_fields(sample, prediction: str, processor=None) -> dict[str, Any]:
     """What a prediction record adds for its task: the task, and for box tasks the predicted and
     reference boxes in pixels (parsed by the processor's own post-processing) and the image size."""
-    task = tasks.task_of(sample.meta)
+    task = tasks.task_of(sample.meta, sample.prompt)
     fields: dict[str, Any] = {"task": task}
     if task not in tasks.BOX_TASKS or processor is None:
         return fields
     image_size = tuple(sample.meta.get("image_size") or sample.image.size)
     parsed = tasks.parse_boxes(processor, prediction, task, image_size)
+    if "boxes" in sample.meta:
+        boxes, labels = sample.meta["boxes"], sample.meta.get("labels", [])
+    else:  # a target already in location tokens (maestro's JSONL): its boxes are the bin centres
+        reference = tasks.parse_boxes(processor, sample.target, task, image_size)
+        boxes, labels = reference["boxes"], reference["labels"]
     fields.update({
         "image_size": list(image_size),
         "predicted_boxes": parsed["boxes"],
         "predicted_labels": parsed["labels"],
-        "reference_boxes": [[float(v) for v in box] for box in sample.meta.get("boxes", [])],
-        "reference_labels": [str(label) for label in sample.meta.get("labels", [])],
+        "reference_boxes": [[float(v) for v in box] for box in boxes],
+        "reference_labels": [str(label) for label in labels],
     })
     return fields
 

@@ -40,9 +40,16 @@ _LOC = re.compile(r"<loc_(\d+)>")
 _GENERATION_MARKERS = ("<s>", "</s>", "<pad>")
 
 
-def task_of(meta: dict[str, Any] | None) -> str:
-    """The task of a sample (``meta["task"]``); samples without one are VQA, as the DocVQA adapter's are."""
-    return (meta or {}).get("task") or VQA
+def task_of(meta: dict[str, Any] | None, prompt: str | None = None) -> str:
+    """The task of a sample: ``meta["task"]``, else a known task token the prompt is made of (rows that
+    spell it there, like maestro's ``{"prefix": "<OD>"}``), else VQA, as DocVQA samples are."""
+    if (meta or {}).get("task"):
+        return meta["task"]
+    if prompt and prompt.startswith("<") and ">" in prompt:
+        token = prompt[: prompt.index(">") + 1]
+        if token in BARE_TOKEN_TASKS | BOX_TASKS:
+            return token
+    return VQA
 
 
 def prompt_for(task: str, text: str = "") -> str:

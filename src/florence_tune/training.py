@@ -18,7 +18,17 @@ from typing import Any
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from florence_tune import data, distributed, evaluation, modeling, reliability, report, strategies, task_metrics
+from florence_tune import (
+    data,
+    distributed,
+    evaluation,
+    fastpath,
+    modeling,
+    reliability,
+    report,
+    strategies,
+    task_metrics,
+)
 from florence_tune.config import TrainConfig, to_yaml
 from florence_tune.data import stream
 from florence_tune.data.collate import Collator, encoder_positions
@@ -203,6 +213,8 @@ def training_arguments(config: TrainConfig, run_dir: Path) -> TrainingArguments:
         bf16=config.bf16,
         dataloader_num_workers=config.num_workers,
         dataloader_persistent_workers=config.num_workers > 0,
+        dataloader_prefetch_factor=4 if config.num_workers > 0 else None,
+        dataloader_drop_last=config.compile,  # a compiled graph keeps one batch shape
         dataloader_pin_memory=torch.cuda.is_available(),
         use_cpu=not torch.cuda.is_available(),
         remove_unused_columns=False,
@@ -216,6 +228,10 @@ def training_arguments(config: TrainConfig, run_dir: Path) -> TrainingArguments:
 def build_trainer(model, processor, train_data, eval_data, config: TrainConfig, run_dir: Path) -> FlorenceTrainer:
     collator = Collator(processor, max_positions=encoder_positions(model),
                         max_target_tokens=config.max_target_tokens)
+    fast = fastpath.build(model, processor, train_data, eval_data, config, encoder_positions(model))
+    if fast is not None:  # uint8 pages, vision once per page (fastpath.py)
+        collator, train_data, eval_data = fast.collator, fast.train_data, fast.eval_data
+    fastpath.prepare_model(model, config)
     args = training_arguments(config, run_dir)
     return FlorenceTrainer(
         model=model,
@@ -223,6 +239,7 @@ def build_trainer(model, processor, train_data, eval_data, config: TrainConfig, 
         train_dataset=train_data,
         eval_dataset=eval_data,
         data_collator=collator,
+        fast=fast,
         processing_class=processor,
         callbacks=[MetricsFileCallback(run_dir / "metrics.jsonl"), *tensorboard_callback(args, run_dir)],
         generation={"num_beams": config.num_beams, "max_new_tokens": config.max_new_tokens},
@@ -251,9 +268,10 @@ def tensorboard_callback(args: TrainingArguments, run_dir: Path) -> list[Trainer
 class FlorenceTrainer(reliability.ReliableTrainerMixin, Trainer):
     """``Trainer`` plus: counters of skipped/truncated samples, and ANLS from generation at eval."""
 
-    def __init__(self, *args, generation: dict[str, int], predictions_path: Path,
+    def __init__(self, *args, generation: dict[str, int], predictions_path: Path, fast=None,
                  metric_names: list[str] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.fast = fast  # fastpath.FastPath or None
         self.generation = generation
         self.metric_names = metric_names  # None: chosen by the samples' tasks (task_metrics)
         self.predictions_path = predictions_path
@@ -273,6 +291,9 @@ class FlorenceTrainer(reliability.ReliableTrainerMixin, Trainer):
         if "input_ids" not in inputs:  # every sample in this batch was unusable
             loss = sum((p * 0.0).sum() for p in model.parameters() if p.requires_grad)
             return (loss, None) if return_outputs else loss
+        if "page_index" in inputs:  # uint8 pages: vision once per page, into inputs_embeds (vision.py)
+            with self.accelerator.autocast():
+                inputs = self.fast.path.model_inputs(model, inputs)
         return super().compute_loss(model, inputs, return_outputs=return_outputs,
                                     num_items_in_batch=num_items_in_batch)
 
@@ -280,6 +301,8 @@ class FlorenceTrainer(reliability.ReliableTrainerMixin, Trainer):
         if data.is_stream(self.train_dataset):  # it reads only this rank's shard; see data/stream.py
             return stream.loader(self.train_dataset.forever(), batch_size=self._train_batch_size,
                                  collate_fn=self.data_collator, num_workers=self.args.dataloader_num_workers)
+        if self.fast is not None and self.fast.sampler is not None:
+            return fastpath.train_loader(self, self.fast)
         return super().get_train_dataloader()
 
     def stream_loss(self, dataset, prefix: str) -> dict[str, float]:
@@ -314,7 +337,8 @@ class FlorenceTrainer(reliability.ReliableTrainerMixin, Trainer):
     def generation_metrics(self, dataset, prefix: str) -> dict[str, float]:
         records, skipped = evaluation.predict_dataset(
             self.model, self.processing_class, dataset,
-            batch_size=self.args.per_device_eval_batch_size, **self.generation,
+            batch_size=self.args.per_device_eval_batch_size, num_workers=self.args.dataloader_num_workers,
+            **self.generation,
         )
         if distributed.is_main():
             evaluation.write_predictions(records, self.predictions_path)

@@ -35,7 +35,6 @@ CAULDRON_CONFIGS = (
 DOCMATIX_ID = "HuggingFaceM4/Docmatix"
 DOCMATIX_CONFIGS = ("images",)  # its "pdf" configuration holds raw PDFs, which we do not render
 COLUMNS = ("images", "texts")
-MULTI_IMAGE_CHOICES = ("tile", "skip")
 
 
 @dataclass(frozen=True)

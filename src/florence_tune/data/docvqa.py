@@ -15,7 +15,6 @@ from florence_tune.data.rows import BadSample, Item
 from florence_tune.data.sample import Sample, Skipped
 
 HUB_ID = "HuggingFaceM4/DocumentVQA"
-COLUMNS = ("question", "answers", "image")
 PREDICT_ONLY_SPLITS = frozenset({"test"})  # the hub's test answers are withheld for the leaderboard
 
 __all__ = ["Adapter", "BadSample", "clean_question", "to_sample", "valid_answers"]

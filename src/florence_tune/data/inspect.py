@@ -111,7 +111,11 @@ def run(config) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     from florence_tune import data
+    from florence_tune.errors import UsageError
 
+    for name in ("max_samples", "sheet_samples", "holdout_rows", "max_target_tokens"):
+        if getattr(config, name) < 0:
+            raise UsageError(f"--{name.replace('_', '-')} must be 0 or more (got {getattr(config, name)})")
     dataset = data.load(config.dataset, config.split, config.task_prompt, limit=config.max_samples,
                         require_answer=not data.predict_only(config.dataset, config.split),
                         clean_questions=config.clean_questions, streaming=config.streaming,

@@ -6,6 +6,8 @@ Cauldron conversation) is addressed through a table of cumulative turn counts re
 list offsets; rows themselves are fetched one at a time from the memory-mapped files, never
 loaded whole, so resident memory does not grow with the dataset (beyond 8 bytes per row for that
 table — the same as the sampler's own permutation).
+
+    florence-tune train --dataset cauldron:chartqa,ai2d --epochs 1
 """
 
 from __future__ import annotations

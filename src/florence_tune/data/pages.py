@@ -78,8 +78,13 @@ class PixelSpec:
 
 def to_pixels(image: Image.Image, spec: PixelSpec) -> torch.Tensor:
     """An RGB page → (3, H, W) uint8 at model resolution, by the processor's own Pillow call."""
+    return torch.from_numpy(pixel_array(image, spec))
+
+
+def pixel_array(image: Image.Image, spec: PixelSpec) -> np.ndarray:
+    """``to_pixels`` in numpy only: safe in processes forked after torch started its thread pool."""
     resized = image.resize((spec.width, spec.height), resample=spec.resample)
-    return torch.from_numpy(np.asarray(resized, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
+    return np.ascontiguousarray(np.asarray(resized, dtype=np.uint8).transpose(2, 0, 1))
 
 
 @dataclass
@@ -216,10 +221,15 @@ def open_reduced(source: Any, spec: PixelSpec) -> Image.Image:
     with images._binary_stream(source) as (stream, label), images._decode_guard(label):
         with Image.open(stream, formats=images._allowed_formats()) as image:
             images._check_size(image.size, images.MAX_PIXELS, images.MAX_SIDE, label)
+            full = image.size
             side = max(spec.width, spec.height)  # square request: an EXIF rotation may swap the sides
             image.draft("RGB", (side, side))
             image.load()
-            return images.to_rgb(image)
+            page = images.to_rgb(image)
+    if (page.width > page.height) != (full[0] > full[1]):  # turned upright by its EXIF orientation
+        full = full[::-1]
+    page.info["full_size"] = tuple(full)  # boxes are measured on the page as stored, not the draft
+    return page
 
 
 # --- the cache -----------------------------------------------------------------------------------
@@ -233,6 +243,7 @@ class PageCache:
         meta = json.loads((self.folder / INDEX_FILE).read_text())
         self.status: list[str] = meta["status"]  # "" or the Skipped reason of an unusable page
         self.altered: list[list[str]] = meta["altered"]
+        self.sizes: list[list[int]] = meta["sizes"]  # (width, height) of each original page
         self._array = None
         self._pid = None
 
@@ -266,9 +277,9 @@ def build_cache(dataset, index: PageIndex, spec: PixelSpec, root: str | Path, *,
     try:
         shape = (index.n_pages, 3, spec.height, spec.width)
         np.lib.format.open_memmap(staging / PIXELS_FILE, mode="w+", dtype=np.uint8, shape=shape).flush()
-        status, altered = _fill_all(dataset, index, spec, staging / PIXELS_FILE, workers, draft)
+        filled = _fill_all(dataset, index, spec, staging / PIXELS_FILE, workers, draft)
         (staging / INDEX_FILE).write_text(json.dumps({"version": CACHE_VERSION, "spec": dataclasses.asdict(spec),
-                                                      "draft": draft, "status": status, "altered": altered}))
+                                                      "draft": draft, **filled}))
         try:
             staging.rename(folder)
         except OSError:  # another rank or process finished the same cache first
@@ -294,27 +305,28 @@ def _fill_all(dataset, index: PageIndex, spec: PixelSpec, file: Path, workers: i
     done = jobs.map(_fill_pages, batched=True, batch_size=16, fn_kwargs=kwargs, keep_in_memory=True,
                     num_proc=min(workers, index.n_pages) if workers > 1 else None, load_from_cache_file=False,
                     new_fingerprint=uuid.uuid4().hex, desc="page cache")
-    return list(done["status"]), list(done["altered"])
+    return {name: list(done[name]) for name in ("status", "altered", "sizes")}
 
 
 def _fill_pages(batch: dict[str, list], *, dataset, first, spec: PixelSpec, file: str, draft: bool):
     """One ``datasets.map`` batch: decode, resize and write these pages into the shared array."""
     array = np.load(file, mmap_mode="r+")
-    status, altered = [], []
+    status, altered, sizes = [], [], []
     for page in batch["page"]:
+        reason, changes, size = "", [], [0, 0]
         try:
             image, changes = page_image(dataset, int(first[page]), spec, draft)
-            array[page] = to_pixels(image, spec).numpy()
-            status.append("")
-            altered.append(list(changes))
+            array[page] = pixel_array(image, spec)
+            size = list(image.info.get("full_size", image.size))
         except BadImage as exc:
-            status.append(f"image_{exc.reason}")
-            altered.append([])
+            reason = f"image_{exc.reason}"
         except BadSample as exc:
-            status.append(exc.reason)
-            altered.append([])
+            reason = exc.reason
+        status.append(reason)
+        altered.append(list(changes))
+        sizes.append(size)
     array.flush()
-    return {"status": status, "altered": altered}
+    return {"status": status, "altered": altered, "sizes": sizes}
 
 
 # --- the dataset the fast path trains on ---------------------------------------------------------
@@ -324,30 +336,47 @@ class PagePixels:
     """Map-style view of ``dataset`` whose samples are ``PageSample``s (``Skipped`` pass through).
 
     With a ``PageCache`` nothing is decoded: the text comes from the row, the page from the cache.
-    Without one, each item decodes its page (in a data-loader worker) and resizes it to uint8 there,
-    so the processor's image path never runs in the collate function on the main process.
+    Without one, the page is decoded and resized to uint8 where the item is fetched (a data-loader
+    worker), once for a run of questions on the same page, so the processor's image path never runs
+    in the collate function on the main process.
     """
 
     def __init__(self, dataset, index: PageIndex, spec: PixelSpec, cache: PageCache | None = None):
         self.dataset, self.index, self.spec, self.cache = dataset, index, spec, cache
         self.predict_only = getattr(dataset, "predict_only", False)
+        self._last: tuple[int, Any] = (-1, None)  # (page, pixels or Skipped reason): questions come page by page
 
     def __len__(self) -> int:
         return len(self.index.page_of)
 
     def __getitem__(self, index: int) -> Item:
+        index = int(index)
         page = int(self.index.page_of[index])
-        if self.cache is None:
-            item = self.dataset[index]
-            if not isinstance(item, Sample):
-                return item
-            return _with_pixels(item, to_pixels(item.image, self.spec), page, item.meta)
-        item = text_item(self.dataset, index)
+        item = text_item(self.dataset, index) if _is_arrow(self.dataset) else self.dataset[index]
         if not isinstance(item, Sample):
             return item
-        if self.cache.status[page]:
-            return Skipped(self.cache.status[page])
-        return _with_pixels(item, self.cache.pixels(page), page, {**item.meta, ALTERED: self.cache.altered[page]})
+        pixels, meta = self._page(page, index, item)
+        if isinstance(pixels, str):
+            return Skipped(pixels)
+        return _with_pixels(item, pixels, page, {**item.meta, **meta})
+
+    def _page(self, page: int, index: int, item: Sample) -> tuple[Any, dict]:
+        """(uint8 pixels or the Skipped reason, meta to add) for the page of sample ``index``."""
+        if self.cache is not None:
+            status = self.cache.status[page]
+            meta = {ALTERED: self.cache.altered[page], "image_size": self.cache.sizes[page]}
+            return (status or self.cache.pixels(page)), meta
+        if item.image is not None:  # a dataset that hands out decoded images already
+            return to_pixels(item.image, self.spec), {"image_size": item.image.size}
+        if self._last[0] != page:
+            try:
+                image, altered = page_image(self.dataset, index, self.spec, draft=False)
+                self._last = (page, (to_pixels(image, self.spec), {ALTERED: list(altered), "image_size": image.size}))
+            except BadImage as exc:
+                self._last = (page, (f"image_{exc.reason}", {}))
+            except BadSample as exc:
+                self._last = (page, (exc.reason, {}))
+        return self._last[1]
 
     def text_samples(self, limit: int | None = None):
         return self.dataset.text_samples(limit)

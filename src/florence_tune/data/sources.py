@@ -9,6 +9,8 @@ or parquet file) serves the first ``holdout_rows`` rows of its train split, per 
 ``validation``; its ``train`` split then leaves those rows out. Map-style this is a row range;
 streamed, the train stream drops rows whose content fingerprint matches a held-out row (so an exact
 duplicate of a held-out row is left out too).
+
+    florence-tune data inspect cauldron:chartqa --split validation --holdout-rows 200
 """
 
 from __future__ import annotations
@@ -254,7 +256,7 @@ def _share_weight(components: list[Component], weight: float | None) -> None:
 
 def adapter_for(rows, config: str, options: Options, name: str):
     columns = set(rows.column_names or rows.features or [])
-    if {"images", "texts"} <= columns:
+    if set(cauldron.COLUMNS) <= columns:
         return cauldron.Adapter(config, options.task_prompt, options.multi_image)
     if {"image", "prefix"} <= columns:  # maestro-style rows, and our own JSON-lines rows
         return local.Adapter(options.task_prompt, options.require_answer, options.clean_questions)

@@ -13,6 +13,8 @@ and keeps every n-th *sample*, so the total is exact whatever the sharding.
 
 Training uses ``forever()``: epochs follow one another inside one iteration, so every rank makes
 the same number of steps (``--max-steps``) without waiting on the others' epoch boundaries.
+
+    florence-tune train --dataset docvqa=0.7,cauldron:chartqa=0.3 --streaming --max-steps 5000 --num-workers 4
 """
 
 from __future__ import annotations
