@@ -156,3 +156,15 @@ def test_rendezvous_that_cannot_form_names_the_endpoint(tmp_path):
     assert result.returncode == 1 and time.monotonic() - started < 60
     last = result.stderr.strip().splitlines()[-1]
     assert endpoint in last and "rendezvous" in last
+
+
+def test_fsdp_and_deepspeed_map_onto_the_trainer(tmp_path):
+    from florence_tune.config import TrainConfig
+    from florence_tune.errors import UsageError
+    from florence_tune.training import sharding_arguments, training_arguments
+
+    args = training_arguments(TrainConfig(fsdp=True), tmp_path)
+    assert args.fsdp and "Florence2VisionBlock" in args.fsdp_config["transformer_layer_cls_to_wrap"]
+    assert sharding_arguments(TrainConfig()) == {}
+    with pytest.raises(UsageError, match="choose one"):
+        sharding_arguments(TrainConfig(fsdp=True, deepspeed="ds.json"))

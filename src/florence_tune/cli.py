@@ -6,6 +6,7 @@
     florence-tune report     an HTML report of a run (curves, metrics per group, worst predictions)
     florence-tune export     one full checkpoint from a run (--merge folds LoRA adapters in)
     florence-tune convert SRC DST   an original-layout (remote-code) Florence-2 checkpoint → native
+    florence-tune bench      throughput of training, data loading and evaluation (--suite gpu for an H100)
     florence-tune data inspect SPEC   counts, lengths, bad samples and a contact sheet of a dataset split
 """
 
@@ -21,6 +22,7 @@ from typing import Any
 
 from florence_tune import __version__
 from florence_tune.config import (
+    BenchConfig,
     ConvertConfig,
     EvalConfig,
     ExportConfig,
@@ -98,6 +100,15 @@ def _export(config: ExportConfig) -> int:
     return 0
 
 
+def _bench(config: BenchConfig) -> int:
+    from florence_tune import bench, bench_suite
+
+    result = bench.run(config)
+    print("\n".join(bench_suite.table(result) if config.suite else bench.table(result)))
+    print(json.dumps(result))
+    return 0
+
+
 def _convert(config: ConvertConfig) -> int:
     from florence_tune.convert import convert
 
@@ -113,6 +124,8 @@ COMMANDS: dict[str, tuple[type, Callable[[Any], int], str]] = {
     "export": (ExportConfig, _export, "Write a run's model as one full checkpoint (--merge folds LoRA adapters in)."),
     "convert": (ConvertConfig, _convert, "Convert an original-layout Florence-2 checkpoint (auto_map, remote code) "
                                          "into a native one, without running its code."),
+    "bench": (BenchConfig, _bench, "Measure training, data-loading and evaluation throughput (samples/s, MFU, "
+                                   "peak memory), optionally against the original scripts' way (--compare naive)."),
 }
 
 
@@ -182,7 +195,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     config_cls, run, name = chosen
     _quiet_libraries()
     try:
-        return run(resolve(config_cls, args))
+        code = run(resolve(config_cls, args))
+        from florence_tune.distributed import shutdown
+
+        shutdown()  # under torchrun: every rank done before any leaves
+        return code
     except FlorenceTuneError as exc:
         print(f"florence-tune {name}: {exc.label}: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -114,12 +114,16 @@ class TrainConfig(DataSettings, GenerationSettings):
     report_to: str = setting("tensorboard", "Where to log besides metrics.jsonl: tensorboard (local files in the run "
                                             "directory), wandb, mlflow (comma-separated), or none.")
     ddp_timeout: int = setting(600, "Seconds a distributed collective waits for a stalled rank before the job fails.")
+    fsdp: bool = setting(False, "Shard weights, gradients and optimizer state with FSDP instead of DDP (for the "
+                                "large model on many GPUs; wrapped per layer of both towers).")
+    deepspeed: str = setting("", "DeepSpeed config JSON (ZeRO stages) handed to the Trainer; needs the deepspeed "
+                                 "package and GPUs.")
     bf16: bool = setting(False, "Train in bfloat16 autocast (GPU).")
     page_cache: str | None = setting(None, "Decode and resize every page once into a uint8 cache at model resolution "
                                            "in this folder ('auto': under ~/.cache/florence_tune/pages; bare flag), "
                                            "and train from it (fastpath.py).", const="auto")
     page_cache_draft: bool = setting(False, "Build the page cache from JPEGs decoded at reduced scale: several times "
-                                            "faster, pixels within ~1 grey level of the processor's on average.")
+                                            "faster, pixels within ~2 grey levels of the processor's on average.")
     group_by_page: bool = setting(False, "Batch the questions of a page together and run the vision tower once per "
                                          "page in the batch (same loss and gradients, far fewer FLOPs).")
     feature_cache_mib: int = setting(0, "With a frozen vision tower: keep its output per page on the device, up to "
@@ -198,6 +202,43 @@ class ExportConfig:
     output: str = setting(None, "Folder to write the full model + processor to.")
     merge: bool = setting(False, "Fold LoRA adapters into the base weights (the result loads without peft).")
     trust_remote_code: bool = setting(False, "Allow code from the model repository to run (off by default).")
+
+
+@dataclass
+class BenchConfig:
+    model: str = setting("tiny", "Model: 'tiny', 'base' or 'large' (the published architectures with random "
+                                 "weights; nothing is downloaded), or a checkpoint folder / hub id.")
+    image_size: int = setting(0, "Page side at model resolution, in pixels (0: the model's own; 768 for base/large).")
+    batch_size: int = setting(8, "Questions per training step (and per loader batch).")
+    question_tokens: int = setting(20, "Question length in tokens (the image's tokens come on top).")
+    answer_tokens: int = setting(10, "Answer length in tokens (training labels; generated tokens at evaluation).")
+    questions_per_page: float = setting(3.9, "Questions sharing a page when --group-by-page is on (DocVQA: 3.9).")
+    steps: int = setting(10, "Timed training steps.")
+    warmup: int = setting(3, "Untimed steps before timing (allocator, kernel autotuning, compilation).")
+    bf16: bool = setting(False, "bfloat16 autocast with float32 master weights (GPU).")
+    compile: bool = setting(False, "torch.compile the vision tower and the language model.")
+    strategy: str = setting("full", "What trains.", choices=["full", "freeze-vision"])
+    group_by_page: bool = setting(False, "Questions share pages (--questions-per-page); the tower runs once per page.")
+    feature_cache: bool = setting(False, "Frozen tower with its outputs cached: times a later epoch "
+                                         "(needs --strategy freeze-vision).")
+    gradient_checkpointing: bool = setting(False, "Recompute activations (BART layers and DaViT blocks).")
+    parts: str = setting("train,loader,e2e,eval", "Comma-separated measurements: train (step on a device-resident "
+                                                   "batch), loader, e2e (loader + step), eval (generation).")
+    workers: int = setting(2, "Data-loader worker processes.")
+    pages: int = setting(8, "Full-size page JPEGs generated for the loader, e2e and eval measurements.")
+    page_size: str = setting("1700x2200", "Size of those pages, WIDTHxHEIGHT (a DocVQA scan is about 1700x2200).")
+    eval_beams: int = setting(3, "Beams at evaluation.")
+    eval_batch_size: int = setting(0, "Questions per generation batch (0: --batch-size).")
+    compare: str = setting(None, "Also time the reference written like the original scripts, in this process on "
+                                 "the same inputs, and print each ratio.", choices=["naive"])
+    suite: str = setting(None, "Run a fixed set of measurements instead (gpu: base at batch 32 and large at 16, "
+                               "bf16, eager vs compiled, full vs frozen vs cached, with and without grouping).",
+                         choices=["gpu"])
+    dry_run: bool = setting(False, "With --suite: the same suite on the tiny model and small shapes (CPU is enough).")
+    time_budget: int = setting(420, "With --suite: seconds it may take; a variant that would end later is skipped.")
+    output: str = setting(None, "Also write the JSON result to this file.")
+    peak_tflops: float = setting(0.0, "Device peak for MFU in TFLOP/s (0: known GPUs by name; H100/H200: 790).")
+    seed: int = setting(0, "Random seed (weights of the built-in architectures, inputs).")
 
 
 def _flag(f: dataclasses.Field) -> str:

@@ -60,6 +60,10 @@ def build(model, processor, train_data, eval_data, config, max_positions: int) -
     """The page path for this run, or None when no page flag is on."""
     if not wanted(config):
         return None
+    if getattr(config, "fsdp", False) or getattr(config, "deepspeed", None):
+        # The page path calls the vision tower outside the wrapped forward, where sharded weights are not gathered.
+        raise UsageError("--page-cache, --group-by-page and --feature-cache-mib run under DDP; drop --fsdp/--deepspeed "
+                         "(Florence-2 fits one GPU) or these flags")
     if data.is_stream(train_data):
         raise UsageError("--page-cache, --group-by-page and --feature-cache-mib need a map-style dataset "
                          "(not --streaming or a weighted mixture)")

@@ -74,8 +74,12 @@ def _without_pixels(sample: Sample) -> Sample:
 
 
 def predict(model, processor, dataset, *, batch_size: int, num_beams: int, max_new_tokens: int,
-            num_workers: int = 0, progress: bool = True) -> tuple[list[dict[str, Any]], collections.Counter]:
-    """``evaluation.predict_dataset`` for map-style datasets (same records, same order)."""
+            num_workers: int = 0, progress: bool = True,
+            generation_overrides: dict[str, Any] | None = None) -> tuple[list[dict[str, Any]], collections.Counter]:
+    """``evaluation.predict_dataset`` for map-style datasets (same records, same order).
+
+    ``generation_overrides``: extra decoding options (the benchmark fixes the answer length with them).
+    """
     from tqdm.auto import tqdm
 
     from florence_tune.data.collate import encoder_positions
@@ -91,6 +95,7 @@ def predict(model, processor, dataset, *, batch_size: int, num_beams: int, max_n
         collate_fn=_Collate(PixelCollator(processor, max_positions=encoder_positions(model), with_labels=False)),
         pin_memory=torch.cuda.is_available())
     config = generation_config(processor, num_beams=num_beams, max_new_tokens=max_new_tokens)
+    config.update(**(generation_overrides or {}))
     path = PagePath(spec)
     indexed: list[tuple[tuple[int, int], dict[str, Any]]] = []
     counts: collections.Counter = collections.Counter()

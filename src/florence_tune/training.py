@@ -18,17 +18,7 @@ from typing import Any
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from florence_tune import (
-    data,
-    distributed,
-    evaluation,
-    fastpath,
-    modeling,
-    reliability,
-    report,
-    strategies,
-    task_metrics,
-)
+from florence_tune import data, distributed, evaluation, modeling, reliability, report, strategies, task_metrics
 from florence_tune.config import TrainConfig, to_yaml
 from florence_tune.data import stream
 from florence_tune.data.collate import Collator, encoder_positions
@@ -110,6 +100,26 @@ def load_splits(config: TrainConfig):
         return train_data, None
     return train_data, data.load(config.dataset, config.eval_split, config.task_prompt,
                                  limit=config.max_eval_samples, **options)
+
+
+def sharding_arguments(config: TrainConfig) -> dict[str, Any]:
+    """FSDP or DeepSpeed instead of DDP; both run through the Trainer's own accelerate integration."""
+    if config.fsdp and config.deepspeed:
+        raise UsageError("choose one of --fsdp and --deepspeed")
+    if config.fsdp:
+        # Wrap at the repeated blocks of both towers so each GPU holds a shard of every layer.
+        layers = "BartEncoderLayer,BartDecoderLayer,Florence2VisionBlock"
+        return {"fsdp": True, "fsdp_config": {"transformer_layer_cls_to_wrap": layers.split(","),
+                                              "reshard_after_forward": True}}
+    if config.deepspeed:
+        import importlib.util
+
+        if importlib.util.find_spec("deepspeed") is None:
+            raise UsageError("--deepspeed needs the deepspeed package: pip install deepspeed")
+        if not Path(config.deepspeed).is_file():
+            raise UsageError(f"--deepspeed config file not found: {config.deepspeed}")
+        return {"deepspeed": config.deepspeed}
+    return {}
 
 
 def validate_data(config: TrainConfig) -> None:
@@ -210,6 +220,7 @@ def training_arguments(config: TrainConfig, run_dir: Path) -> TrainingArguments:
         activation_checkpointing=config.gradient_checkpointing,
         train_sampling_strategy="random" if config.shuffle else "sequential",
         ddp_timeout=config.ddp_timeout,
+        **sharding_arguments(config),
         bf16=config.bf16,
         dataloader_num_workers=config.num_workers,
         dataloader_persistent_workers=config.num_workers > 0,
@@ -228,6 +239,8 @@ def training_arguments(config: TrainConfig, run_dir: Path) -> TrainingArguments:
 def build_trainer(model, processor, train_data, eval_data, config: TrainConfig, run_dir: Path) -> FlorenceTrainer:
     collator = Collator(processor, max_positions=encoder_positions(model),
                         max_target_tokens=config.max_target_tokens)
+    from florence_tune import fastpath
+
     fast = fastpath.build(model, processor, train_data, eval_data, config, encoder_positions(model))
     if fast is not None:  # uint8 pages, vision once per page (fastpath.py)
         collator, train_data, eval_data = fast.collator, fast.train_data, fast.eval_data
@@ -301,8 +314,10 @@ class FlorenceTrainer(reliability.ReliableTrainerMixin, Trainer):
         if data.is_stream(self.train_dataset):  # it reads only this rank's shard; see data/stream.py
             return stream.loader(self.train_dataset.forever(), batch_size=self._train_batch_size,
                                  collate_fn=self.data_collator, num_workers=self.args.dataloader_num_workers)
-        if self.fast is not None and self.fast.sampler is not None:
-            return fastpath.train_loader(self, self.fast)
+        if self.fast is not None and self.fast.sampler is not None:  # batches page by page (fastpath.py)
+            from florence_tune.fastpath import train_loader
+
+            return train_loader(self, self.fast)
         return super().get_train_dataloader()
 
     def stream_loss(self, dataset, prefix: str) -> dict[str, float]:

@@ -170,6 +170,15 @@ def checkpoint_vision_blocks(model) -> int:
     return wrapped
 
 
+def checkpoint_text_layers(model) -> None:
+    """The BART layers' own activation checkpointing (non-reentrant, like the DaViT blocks')."""
+    enable = getattr(model, "activation_checkpointing_enable", None)  # newer name; older releases lack it
+    if enable is not None:
+        enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 def _checkpointed(forward, hidden_states: torch.Tensor) -> torch.Tensor:
     if not torch.is_grad_enabled():
         return forward(hidden_states)

@@ -16,7 +16,8 @@ so the uint8 values are identical. Normalisation, (x * rescale - mean) / std, th
 on the device (``PixelSpec.normalise``) where the processor rescales in float64 and casts: the two
 differ by a few float32 ulps (< 1e-5). ``draft=True`` lets libjpeg decode big DocVQA-schema JPEGs at
 1/2-1/8 scale first (several times faster builds); those pages then differ from the processor's by
-~0.3-0.8 grey levels on average and up to ~40 at sharp text edges, so it is opt-in.
+~0.3-1.6 grey levels on average (measured on synthetic pages; more when the final resize is mild) and
+up to ~40 at sharp text edges, so it is opt-in.
 """
 
 from __future__ import annotations

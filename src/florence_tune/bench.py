@@ -1,0 +1,312 @@
+"""``florence-tune bench``: how fast training, data loading and evaluation run, as a table and one JSON line.
+
+    florence-tune bench --compare naive                                   # tiny on this machine, every part
+    florence-tune bench --model base --batch-size 32 --bf16 --group-by-page --parts train
+    florence-tune bench --model large --batch-size 16 --bf16 --strategy freeze-vision --parts train
+    florence-tune bench --suite gpu --output bench-gpu.json               # scripts/gpu_bench.sh, < 8 min on an H100
+    florence-tune bench --suite gpu --dry-run                             # that suite on tiny shapes, any CPU
+
+Per measurement: training samples/s and step time on a device-resident batch of the requested shape
+(warm-up, device synchronised around the timed window only), FLOPs per question and MFU on a GPU
+(flops.py), peak memory (GPU: max allocated; CPU: the process's peak RSS), data-loader samples/s
+from full-size page JPEGs (decode + resize + tokenize + collate in worker processes), the same
+loader feeding the step (e2e), and generation samples/s with beam search. ``--compare naive`` also
+times bench_naive.py — the original scripts' way — on the same inputs and prints each ratio. Timings
+on a shared machine are noisy; the ratios come from one process, best of two alternating rounds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from florence_tune import bench_naive, bench_parts, flops, vision
+from florence_tune.config import BenchConfig
+from florence_tune.data.pages import PixelSpec
+from florence_tune.errors import UsageError
+
+PARTS = ("train", "loader", "e2e", "eval", "count")
+
+
+def run(config: BenchConfig) -> dict[str, Any]:
+    """The ``bench`` command: one measurement set, or a suite of them."""
+    validate(config)
+    if config.suite:
+        from florence_tune.bench_suite import run_suite
+
+        result = run_suite(config)
+    else:
+        result = measure(config)
+    if config.output:
+        Path(config.output).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def validate(config: BenchConfig) -> None:
+    unknown = set(parts_of(config)) - set(PARTS)
+    if unknown:
+        raise UsageError(f"unknown --parts {sorted(unknown)}; choose from {', '.join(PARTS)}")
+    for name in ("batch_size", "steps", "question_tokens", "answer_tokens", "pages", "eval_beams"):
+        if getattr(config, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(config, name)})")
+    if config.answer_tokens < 2:
+        raise UsageError("--answer-tokens must be at least 2 (<s> and </s>)")
+    if config.feature_cache and config.strategy != "freeze-vision":
+        raise UsageError("--feature-cache needs --strategy freeze-vision (a training tower changes its features)")
+    if config.dry_run and not config.suite:
+        raise UsageError("--dry-run goes with --suite (e.g. --suite gpu --dry-run)")
+    page_size(config)
+
+
+def parts_of(config: BenchConfig) -> list[str]:
+    return [p.strip() for p in config.parts.split(",") if p.strip()]
+
+
+def page_size(config: BenchConfig) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in config.page_size.lower().split("x"))
+    except ValueError:
+        raise UsageError(f"--page-size must look like 1700x2200 (got '{config.page_size}')") from None
+    return width, height
+
+
+def measure(config: BenchConfig, compile_backend: str = "inductor") -> dict[str, Any]:
+    """Every part asked for, on one device, in this process."""
+    device = bench_parts.pick_device()
+    parts = parts_of(config)
+    result: dict[str, Any] = {"device": describe(device), "model": config.model, "settings": settings(config)}
+    only_count = set(parts) == {"count"}  # shapes are enough: no weights, any machine
+    model, processor = bench_parts.load_model(config.model, config.image_size, "meta" if only_count else device,
+                                              config.seed)
+    result["image_size"] = PixelSpec.from_processor(processor).height
+    if "count" in parts:
+        result["count"] = count_part(model, processor, config)
+    step = path = None
+    if "train" in parts or "e2e" in parts:
+        result["train"], step, path = train_part(model, processor, config, device, compile_backend)
+    if {"loader", "e2e", "eval"} & set(parts):
+        source = bench_parts.page_source(config.pages, page_size(config), config.seed)
+        with tempfile.TemporaryDirectory(prefix="bench-page-cache-") as cache_dir:
+            loaders = bench_parts.page_loaders(source, processor, batch_size=config.batch_size,
+                                               workers=config.workers, cache_dir=cache_dir, seed=config.seed)
+            if "loader" in parts:
+                result["loader"] = loader_part(loaders, config)
+            if "e2e" in parts:
+                result["e2e"] = e2e_part(model, step, path, loaders, config, device)
+            _close(loaders)
+    del model, step, path
+    if "eval" in parts:
+        result["eval"] = eval_part(config, device, source)
+    result["ratios"] = ratios(result)
+    return result
+
+
+def describe(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import os
+
+    return f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
+
+
+def settings(config: BenchConfig) -> dict[str, Any]:
+    keep = ("batch_size", "question_tokens", "answer_tokens", "bf16", "compile", "strategy", "group_by_page",
+            "feature_cache", "gradient_checkpointing", "workers", "pages", "page_size", "eval_beams")
+    values = asdict(config)
+    return {name: values[name] for name in keep} | ({"questions_per_page": config.questions_per_page}
+                                                    if config.group_by_page else {})
+
+
+# --- training ------------------------------------------------------------------------------------
+
+
+def host_batch(processor, config: BenchConfig) -> dict[str, Any]:
+    return bench_parts.synthetic_batch(processor, batch_size=config.batch_size, question_tokens=config.question_tokens,
+                                       answer_tokens=config.answer_tokens, seed=config.seed,
+                                       questions_per_page=config.questions_per_page if config.group_by_page else 1)
+
+
+def count_part(model, processor, config: BenchConfig) -> dict[str, Any]:
+    """FLOPs per question and activation memory of one step, with and without checkpointing (no timing)."""
+    from florence_tune import strategies
+
+    strategies.apply(model, strategies.parse_strategy(config.strategy))
+    spec = PixelSpec.from_processor(processor)
+    batch = host_batch(processor, config)
+    plain = bench_parts.saved_activations(model, batch, spec, checkpointing=False)
+    checkpointed = bench_parts.saved_activations(model, batch, spec, checkpointing=True)
+    return {**bench_parts.count_flops(model, batch, spec, feature_cache=config.feature_cache).as_gflop(), **plain,
+            "activation_mib_fp32_checkpointed": checkpointed["activation_mib_fp32"],
+            "checkpointing_activation_cut": 1 - checkpointed["activation_mib_fp32"] / plain["activation_mib_fp32"]}
+
+
+def train_part(model, processor, config: BenchConfig, device: torch.device, compile_backend: str):
+    """Step time of the fast path (and of the naive twin with --compare), FLOPs, MFU, peak memory."""
+    spec = PixelSpec.from_processor(processor)
+    host = host_batch(processor, config)
+    bench_parts.prepare(model, strategy=config.strategy, gradient_checkpointing=config.gradient_checkpointing,
+                        compile_backend=compile_backend if config.compile else None)
+    features = vision.FeatureCache(2**20) if config.feature_cache else None
+    path = vision.PagePath(spec, features)
+    step = bench_parts.train_step(model, bench_parts.fast_optimizer(model), path, config.bf16)
+    batch = bench_parts.to_device(host, device)
+    counted = bench_parts.count_flops(model, host, spec, feature_cache=config.feature_cache)
+
+    bench_parts.reset_peak(device)
+    times = [bench_parts.seconds_per_call(lambda: step(batch), config.steps, config.warmup, device)]
+    out: dict[str, Any] = {"peak_memory_mib": bench_parts.peak_memory_mib(device),
+                           "pages_per_step": len(host["page_ids"])}
+    naive_times = []
+    if config.compare == "naive":
+        twin, _ = bench_parts.load_model(config.model, config.image_size, device, config.seed)
+        bench_parts.prepare(twin, strategy=config.strategy)
+        twin_batch = bench_parts.to_device(bench_parts.naive_batch(host, spec), device)
+        optimizer = bench_naive.optimizer(twin)
+        naive_step = lambda: bench_naive.step(twin, optimizer, twin_batch)  # noqa: E731
+        naive_times.append(bench_parts.seconds_per_call(naive_step, config.steps, config.warmup, device))
+        times.append(bench_parts.seconds_per_call(lambda: step(batch), config.steps, 1, device))
+        naive_times.append(bench_parts.seconds_per_call(naive_step, config.steps, 1, device))
+        del twin, optimizer
+    best = min(times)
+    out.update({"step_ms": best * 1e3, "samples_per_s": config.batch_size / best, **counted.as_gflop()})
+    out["mfu"] = flops.mfu(counted.train, out["samples_per_s"], flops.device_peak_tflops(config.peak_tflops))
+    if features is not None:
+        out["feature_cache_mib"] = features.used / 2**20
+    if naive_times:
+        out["naive"] = {"step_ms": min(naive_times) * 1e3, "samples_per_s": config.batch_size / min(naive_times)}
+    return out, step, path
+
+
+# --- data loading --------------------------------------------------------------------------------
+
+
+def loader_part(loaders: dict[str, Any], config: BenchConfig) -> dict[str, Any]:
+    names = ["uint8", "uint8_grouped", "cached"] + (["naive"] if config.compare == "naive" else [])
+    out = {f"{name}_samples_per_s": bench_parts.samples_per_second(loaders[name]) for name in names}
+    out["cache_build_ms_per_page"] = loaders["cache_build_s_per_page"] * 1e3
+    out["questions"] = len(loaders["index"].page_of)
+    out["unique_pages"] = loaders["index"].n_pages
+    return out
+
+
+def e2e_part(model, step, path, loaders: dict[str, Any], config: BenchConfig, device: torch.device):
+    """The step fed by the cached loader (and the naive twin by the processor collate, with --compare)."""
+    if config.compile:  # real questions vary in length: every new shape would be a recompilation
+        return {"note": "not measured with --compile"}
+    batches = bench_parts.cycle(loaders["cached_grouped" if config.group_by_page else "cached"])
+    fed = lambda: step(bench_parts.to_device(next(batches), device))  # noqa: E731
+    out = {"samples_per_s": config.batch_size / bench_parts.seconds_per_call(fed, config.steps, 2, device)}
+    if config.compare == "naive":
+        twin, _ = bench_parts.load_model(config.model, config.image_size, device, config.seed)
+        bench_parts.prepare(twin, strategy=config.strategy)
+        optimizer = bench_naive.optimizer(twin)
+        naive_batches = bench_parts.cycle(loaders["naive"])
+        naive = lambda: bench_naive.step(twin, optimizer, bench_naive.to_device(next(naive_batches), device))  # noqa: E731
+        out["naive_samples_per_s"] = config.batch_size / bench_parts.seconds_per_call(naive, config.steps, 1, device)
+    return out
+
+
+def _close(loaders: dict[str, Any]) -> None:
+    """Stop persistent workers before their page cache folder goes away."""
+    for value in loaders.values():
+        if isinstance(value, torch.utils.data.DataLoader):
+            iterator = getattr(value, "_iterator", None)
+            if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+                iterator._shutdown_workers()
+
+
+# --- evaluation ----------------------------------------------------------------------------------
+
+
+def eval_part(config: BenchConfig, device: torch.device, source) -> dict[str, Any]:
+    """Generation over the page source with fixed-length answers: the page path, and the naive loop."""
+    from florence_tune import page_eval
+    from florence_tune.evaluation import generation_config
+
+    model, processor = bench_parts.load_model(config.model, config.image_size, device, config.seed)
+    model.eval()
+    batch_size = config.eval_batch_size or config.batch_size
+    fixed = {"min_new_tokens": config.answer_tokens, "max_new_tokens": config.answer_tokens}
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if config.bf16 else contextlib.nullcontext()
+
+    def fast(dataset):
+        with autocast:
+            return page_eval.predict(model, processor, dataset, batch_size=batch_size, num_beams=config.eval_beams,
+                                     max_new_tokens=config.answer_tokens, num_workers=config.workers,
+                                     progress=False, generation_overrides=fixed)
+
+    fast(bench_parts.page_source(config.pages, page_size(config), config.seed, limit=batch_size))  # warm-up
+    start = time.perf_counter()
+    records, _ = fast(source)
+    bench_parts.synchronize(device)
+    out = {"samples_per_s": len(records) / (time.perf_counter() - start), "questions": len(records),
+           "beams": config.eval_beams}
+    if config.compare == "naive":
+        generation = generation_config(processor, num_beams=config.eval_beams, max_new_tokens=config.answer_tokens)
+        generation.update(**fixed)
+        start = time.perf_counter()
+        answers = bench_naive.evaluate(model, processor, source, batch_size=batch_size, generation_config=generation)
+        bench_parts.synchronize(device)
+        out["naive_samples_per_s"] = len(answers) / (time.perf_counter() - start)
+    return out
+
+
+# --- ratios and printing -------------------------------------------------------------------------
+
+
+def ratios(result: dict[str, Any]) -> dict[str, float]:
+    """Each fast path over its naive reference, where both were measured."""
+    pairs = {
+        "train_vs_naive": (("train", "samples_per_s"), ("train", "naive", "samples_per_s")),
+        "e2e_vs_naive": (("e2e", "samples_per_s"), ("e2e", "naive_samples_per_s")),
+        "loader_uint8_vs_naive": (("loader", "uint8_samples_per_s"), ("loader", "naive_samples_per_s")),
+        "loader_grouped_vs_naive": (("loader", "uint8_grouped_samples_per_s"), ("loader", "naive_samples_per_s")),
+        "loader_cached_vs_naive": (("loader", "cached_samples_per_s"), ("loader", "naive_samples_per_s")),
+        "eval_vs_naive": (("eval", "samples_per_s"), ("eval", "naive_samples_per_s")),
+    }
+    out = {}
+    for name, (fast, naive) in pairs.items():
+        a, b = _dig(result, fast), _dig(result, naive)
+        if a and b:
+            out[name] = a / b
+    return out
+
+
+def _dig(values: dict[str, Any], keys: tuple[str, ...]) -> float | None:
+    for key in keys:
+        if not isinstance(values, dict) or key not in values:
+            return None
+        values = values[key]
+    return values if isinstance(values, int | float) else None
+
+
+def table(result: dict[str, Any]) -> list[str]:
+    """The result as aligned ``section  metric  value`` lines."""
+    lines = [f"device: {result.get('device')}   model: {result.get('model')}"]
+    for section in ("count", "train", "loader", "e2e", "eval", "ratios"):
+        for name, value in _flatten(result.get(section) or {}):
+            lines.append(f"  {section:<7} {name:<42} {_fmt(value)}")
+    return lines
+
+
+def _flatten(values: dict[str, Any], prefix: str = ""):
+    for name, value in values.items():
+        if isinstance(value, dict):
+            yield from _flatten(value, f"{prefix}{name}.")
+        else:
+            yield f"{prefix}{name}", value
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.3f}" if abs(value) < 100 else f"{value:,.1f}"
+    return "n/a" if value is None else str(value)
+
+

@@ -1,0 +1,87 @@
+"""``florence-tune bench``: runs on a CPU in seconds, ends with valid JSON; the naive reference computes the
+same loss; FLOP counts match the reference figures; the GPU suite is runnable (dry run); the train flags."""
+
+import json
+
+import pytest
+import torch
+
+from florence_tune import bench_naive, bench_parts, bench_suite, vision
+from florence_tune.cli import main
+from florence_tune.data.pages import PixelSpec
+
+SMALL = ["--steps", "2", "--warmup", "1", "--batch-size", "4", "--pages", "2", "--page-size", "400x520",
+         "--workers", "1", "--question-tokens", "8", "--answer-tokens", "4"]
+
+
+def last_json_line(text: str) -> dict:
+    return json.loads(text.strip().splitlines()[-1])
+
+
+def test_bench_on_cpu_prints_a_table_then_json(capsys, tmp_path):
+    output = tmp_path / "bench.json"
+    assert main(["bench", *SMALL, "--compare", "naive", "--output", str(output)]) == 0
+    printed = capsys.readouterr().out
+    result = last_json_line(printed)
+    assert "samples_per_s" in printed and result == json.loads(output.read_text())
+    assert result["train"]["samples_per_s"] > 0 and result["train"]["naive"]["samples_per_s"] > 0
+    assert result["train"]["mfu"] is None  # no peak to divide by on a CPU
+    assert {"uint8_samples_per_s", "cached_samples_per_s", "naive_samples_per_s"} <= set(result["loader"])
+    assert result["eval"]["questions"] == result["loader"]["questions"] > 0
+    assert {"train_vs_naive", "e2e_vs_naive", "loader_cached_vs_naive", "eval_vs_naive"} <= set(result["ratios"])
+
+
+def test_bench_rejects_bad_settings(capsys):
+    assert main(["bench", "--parts", "train,warp"]) == 2
+    assert main(["bench", "--feature-cache"]) == 2
+    assert "freeze-vision" in capsys.readouterr().err
+
+
+def test_naive_reference_and_fast_path_give_the_same_loss(fresh_tiny):
+    model, processor = fresh_tiny
+    model.train()
+    spec = PixelSpec.from_processor(processor)
+    batch = bench_parts.synthetic_batch(processor, batch_size=6, question_tokens=9, answer_tokens=5,
+                                        questions_per_page=3, seed=2)
+    with torch.no_grad():
+        naive = bench_naive.loss(model, bench_parts.naive_batch(batch, spec))
+        fast = model(**vision.PagePath(spec).model_inputs(model, batch)).loss
+    assert torch.allclose(naive, fast, atol=1e-6, rtol=1e-5)
+
+
+def test_flops_of_base_match_the_reference_figures():
+    """448 GFLOP forward (380 in the vision tower) per 768x768 page, ~20 + ~10 tokens; the depthwise
+    correction removes the weight-gradient overcount torch makes."""
+    model, processor = bench_parts.architectures.build("base", device="meta")
+    model.train()
+    batch = bench_parts.synthetic_batch(processor, batch_size=1, question_tokens=20, answer_tokens=10)
+    counted = bench_parts.count_flops(model, batch, PixelSpec.from_processor(processor))
+    assert counted.forward / 1e9 == pytest.approx(448, rel=0.02)
+    assert counted.vision_forward / 1e9 == pytest.approx(380, rel=0.02)
+    assert counted.backward_uncorrected - counted.backward == pytest.approx(520e9, rel=0.05)
+    assert counted.train == pytest.approx(3 * counted.forward, rel=0.05)
+
+
+def test_gpu_suite_dry_run_ends_with_json(monkeypatch, capsys, tmp_path):
+    """The suite's code path on tiny shapes (a trimmed variant list; compile traced with the eager backend)."""
+    monkeypatch.setattr(bench_suite, "VARIANTS", [bench_suite.VARIANTS[1], bench_suite.VARIANTS[4]])
+    monkeypatch.setattr(bench_suite, "COMPILED", bench_suite.COMPILED[1:])
+    output = tmp_path / "suite.json"
+    assert main(["bench", "--suite", "gpu", "--dry-run", "--page-size", "400x520", "--output", str(output)]) == 0
+    result = last_json_line(capsys.readouterr().out)
+    assert result["dry_run"] and set(result["variants"]) == {"base_grouped", "base_cached",
+                                                             "base_grouped_compiled"}
+    assert result["variants"]["base_cached"]["vision_forward_gflop"] == 0
+    assert result["pipeline"]["ratios"] and all(t["met"] is None for t in result["targets"].values())
+
+
+def test_train_with_page_cache_and_grouping(tmp_path, capsys):
+    run = tmp_path / "run"
+    code = main(["train", "--max-steps", "2", "--batch-size", "4", "--max-train-samples", "12",
+                 "--max-eval-samples", "4", "--num-beams", "1", "--max-new-tokens", "4", "--no-eval-before",
+                 "--report-to", "none", "--output-dir", str(run), "--page-cache", str(tmp_path / "pages"),
+                 "--group-by-page", "--gradient-checkpointing"])
+    assert code == 0
+    summary = last_json_line(capsys.readouterr().out)
+    assert summary["steps"] == 2 and summary["anls_after"] is not None
+    assert list((tmp_path / "pages").glob("pages-128x128-*/pixels.npy"))
