@@ -93,6 +93,7 @@ def measure(config: BenchConfig, compile_backend: str = "inductor") -> dict[str,
         result["train"], step, path = train_part(model, processor, config, device, compile_backend)
     if {"loader", "e2e", "eval"} & set(parts):
         source = bench_parts.page_source(config.pages, page_size(config), config.seed)
+    if {"loader", "e2e"} & set(parts):
         with tempfile.TemporaryDirectory(prefix="bench-page-cache-") as cache_dir:
             loaders = bench_parts.page_loaders(source, processor, batch_size=config.batch_size,
                                                workers=config.workers, cache_dir=cache_dir, seed=config.seed)
