@@ -15,7 +15,6 @@ data-loader workers and ranks) with ``streaming=True`` or for a weighted mixture
 
 from __future__ import annotations
 
-import collections
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ from florence_tune.errors import UsageError
 SYNTHETIC_VERSION = "1"
 
 __all__ = ["DATASET_FORMS", "HOLDOUT_ROWS", "BadSample", "Sample", "SampleDataset", "SampleStream", "Skipped",
-           "count_reasons", "is_stream", "load", "makes_stream", "predict_only"]
+           "is_stream", "load", "makes_stream", "predict_only"]
 
 
 def synthetic_root() -> Path:
@@ -93,6 +92,3 @@ def is_stream(dataset: Any) -> bool:
 
     return isinstance(dataset, torch.utils.data.IterableDataset)
 
-
-def count_reasons(items: list[Any]) -> collections.Counter:
-    return collections.Counter(item.reason for item in items if isinstance(item, Skipped))

@@ -83,7 +83,7 @@ class Adapter:
             return [Skipped(exc.reason)]
 
     def image(self, row: dict[str, Any]):
-        if row.get("image") is None:
+        if not row.get("image"):
             raise BadSample("no_image")
         return open_image(row["image"]), ()
 

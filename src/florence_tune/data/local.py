@@ -30,8 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from florence_tune.data import docvqa
-from florence_tune.data.images import open_image
-from florence_tune.data.rows import BadSample, Item
+from florence_tune.data.rows import Item
 from florence_tune.data.sample import Sample, Skipped
 from florence_tune.errors import UsageError
 
@@ -156,19 +155,14 @@ def jsonl_rows(files: list[Path], root: Path, streaming: bool):
 
 
 @dataclass(frozen=True)
-class Adapter:
+class Adapter(docvqa.Adapter):
     """Rows with ``image`` plus ``prefix``/``suffix`` (a whole prompt and its target) or ``question``/``answers``."""
-
-    task_prompt: str
-    require_answer: bool = True
-    clean_questions: bool = False
-    image_columns: tuple[str, ...] = ("image",)
 
     def drafts(self, row: dict[str, Any]) -> list[Item]:
         if row.get("error"):
             return [Skipped(row["error"])]
         if not isinstance(row.get("prefix"), str):
-            return docvqa.Adapter(self.task_prompt, self.require_answer, self.clean_questions).drafts(row)
+            return super().drafts(row)
         prompt, target = row["prefix"].strip(), (row.get("suffix") or "").strip()
         if not prompt:
             return [Skipped("no_question")]
@@ -179,8 +173,3 @@ class Adapter:
         meta = {"question": prompt, "question_type": prompt.split(">", 1)[0] + ">" if ">" in prompt else "unknown"}
         return [Sample(id=str(row.get("id") or ""), image=None, prompt=prompt, target=target,
                        references=[target] if target else [], meta=meta)]
-
-    def image(self, row: dict[str, Any]):
-        if not row.get("image"):
-            raise BadSample("no_image")
-        return open_image(row["image"]), ()
