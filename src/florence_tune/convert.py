@@ -27,6 +27,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from florence_tune import paths
 from florence_tune.errors import UsageError
 
 # (original name pattern, native replacement), tried in order; the first match wins.
@@ -95,8 +96,14 @@ def _check_paths(source: str | None, destination: str | None, overwrite: bool) -
         raise UsageError(f"'{src}' holds no config.json; pass the folder of an original Florence-2 checkpoint")
     if dst.resolve() == src.resolve():
         raise UsageError("DESTINATION must differ from SOURCE (the original stays untouched)")
-    if dst.exists() and (not dst.is_dir() or any(dst.iterdir())) and not overwrite:
-        raise UsageError(f"destination '{dst}' is not empty; pass --overwrite to replace it or choose another folder")
+    if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
+        if not overwrite:
+            raise UsageError(f"destination '{dst}' is not empty; pass --overwrite to replace it or choose another "
+                             "folder")
+        paths.check_replaceable_folder(dst, paths.local_inputs(str(src)), "DESTINATION")
+    if paths.resolved(dst).is_relative_to(paths.resolved(src)):
+        raise UsageError(f"DESTINATION '{dst}' lies inside SOURCE; the original stays untouched, choose a folder "
+                         "outside it")
     return src, dst
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from florence_tune import distributed, metrics, task_metrics, tasks
+from florence_tune import distributed, metrics, paths, task_metrics, tasks
 from florence_tune.data.collate import Collator, encoder_positions
 from florence_tune.data.sample import Sample
 
@@ -232,6 +232,8 @@ def run_evaluation(config) -> dict[str, Any]:
     if config.batch_size < 1 or config.num_beams < 1 or config.max_new_tokens < 1:
         raise UsageError("--batch-size, --num-beams and --max-new-tokens must be at least 1")
     metric_names = task_metrics.parse_names(config.metrics)  # a misspelt metric fails before any heavy work
+    paths.check_output_file(config.output, "--output", inputs=paths.local_inputs(config.model),
+                            data=paths.local_inputs(config.dataset))
     state = distributed.init()
     with distributed.main_process_first():
         dataset = data.load(config.dataset, config.split, config.task_prompt, limit=config.max_samples,

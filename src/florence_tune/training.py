@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from florence_tune import data, distributed, evaluation, modeling, reliability, report, strategies, task_metrics
+from florence_tune import data, distributed, evaluation, modeling, paths, reliability, report, strategies, task_metrics
 from florence_tune.config import TrainConfig, to_yaml
 from florence_tune.data import stream
 from florence_tune.data.collate import Collator, encoder_positions
@@ -36,7 +36,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     run_dir = Path(config.output_dir)
     resume_from = reliability.resume_point(run_dir, config)  # None unless --resume
     if resume_from is None:
-        refuse_existing_run(run_dir, config.overwrite)
+        refuse_existing_run(run_dir, config)
     distributed.barrier()  # every rank has checked the folder before rank 0 touches it
     with distributed.main_process_first():  # rank 0 builds caches / downloads, the others reuse them
         train_data, eval_data = load_splits(config)
@@ -160,13 +160,15 @@ def validate(config: TrainConfig) -> None:
     validate_data(config)
 
 
-def refuse_existing_run(run_dir: Path, overwrite: bool) -> None:
-    """Never mix two runs in one folder (checked before any heavy work)."""
+def refuse_existing_run(run_dir: Path, config: TrainConfig) -> None:
+    """Never mix two runs in one folder, never delete anything but a run (checked before any heavy work)."""
     if run_dir.exists() and not run_dir.is_dir():
         raise UsageError(f"--output-dir '{run_dir}' is a file; choose a folder")
-    if run_dir.is_dir() and any(run_dir.iterdir()) and not overwrite:
-        raise UsageError(f"output directory '{run_dir}' already holds a run; pass --overwrite to replace it "
-                         "or choose another --output-dir")
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        if not config.overwrite:
+            raise UsageError(f"output directory '{run_dir}' already holds a run; pass --overwrite to replace it "
+                             "or choose another --output-dir")
+        paths.check_replaceable_run(run_dir, paths.local_inputs(config.model, config.dataset))
 
 
 def prepare_run_dir(run_dir: Path, config: TrainConfig) -> Path:

@@ -122,3 +122,14 @@ def test_length_sorted_batches_cover_everything_once():
     batches = length_sorted_batches(page_of, lengths, 3)
     assert sorted(i for b in batches for i in b) == list(range(7))
     assert batches[0][0] == 6  # the page with the shortest questions first
+
+
+def test_a_page_file_changed_in_place_gets_a_new_key(tmp_path):
+    """Pages given as file paths (JSON lines) are keyed by what the file is now, not by its name alone."""
+    import builders
+
+    builders.write_jsonl(tmp_path / "d.jsonl", [{"image": "1.png", "question": "q", "answers": ["a"]}])
+    (tmp_path / "1.png").write_bytes(builders.png((200, 30, 30)))
+    before = index_pages(data.load(str(tmp_path / "d.jsonl"), "train", holdout_rows=0)).keys
+    (tmp_path / "1.png").write_bytes(builders.png((10, 200, 10), size=(50, 32)))
+    assert index_pages(data.load(str(tmp_path / "d.jsonl"), "train", holdout_rows=0)).keys != before

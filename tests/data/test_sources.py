@@ -158,3 +158,36 @@ def test_unusable_sources_are_one_line_usage_errors(hub, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UsageError, match="holds no JSON lines"):
         data.load(str(tmp_path / "empty"), "train")
+
+
+def test_a_copied_dataset_is_read_from_its_own_files(tmp_path, monkeypatch):
+    """cp -a, tar and rsync keep sizes and mtimes: a copy elsewhere must still be read from its own files."""
+    for place, colour in (("a", (200, 30, 30)), ("b", (10, 200, 10))):
+        root = tmp_path / place / "mydata"
+        (root / "pages").mkdir(parents=True)
+        builders.write_jsonl(root / "data.jsonl", [{"image": "pages/1.png", "question": "q", "answers": ["x"]}] * 3)
+        (root / "pages" / "1.png").write_bytes(builders.png(colour))
+    import os
+    import shutil
+
+    stamp = os.stat(tmp_path / "a" / "mydata" / "data.jsonl")
+    os.utime(tmp_path / "b" / "mydata" / "data.jsonl", ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    monkeypatch.chdir(tmp_path / "a")
+    assert data.load("mydata", "train", holdout_rows=0)[0].image.getpixel((0, 0)) == (200, 30, 30)
+    shutil.rmtree(tmp_path / "a" / "mydata")
+    monkeypatch.chdir(tmp_path / "b")  # the same relative path, size and mtime: only the content differs
+    copy = data.load("mydata", "train", holdout_rows=0)
+    assert copy[0].image.getpixel((0, 0)) == (10, 200, 10)
+
+
+def test_an_edited_jsonl_file_is_read_again(tmp_path):
+    """An edit that keeps the size and the modification time (a restored backup, a fixed typo) is seen."""
+    import os
+
+    file = builders.write_jsonl(tmp_path / "d.jsonl", [{"image": "1.png", "question": "q", "answers": ["abc"]}])
+    (tmp_path / "1.png").write_bytes(builders.png())
+    stamp = os.stat(file)
+    assert data.load(str(file), "train", holdout_rows=0)[0].target == "abc"
+    builders.write_jsonl(file, [{"image": "1.png", "question": "q", "answers": ["xyz"]}])
+    os.utime(file, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    assert data.load(str(file), "train", holdout_rows=0)[0].target == "xyz"

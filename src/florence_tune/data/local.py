@@ -22,6 +22,7 @@ counted ``Skipped`` sample instead of stopping the run.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -96,8 +97,9 @@ def jsonl_splits(path: Path) -> dict[str, list[Path]]:
 def read_jsonl(files: list[str], root: str, stamps: list[str]) -> Iterator[dict[str, Any]]:
     """Rows of every line of ``files`` in one fixed schema; a broken line is a row with ``error``.
 
-    ``stamps`` (size and modification time of each file) only feed the datasets cache key, so an
-    edited file is read again instead of served from an old cache.
+    ``stamps`` (a digest of each file's bytes) only feed the datasets cache key, which datasets derives
+    from these arguments: with the resolved paths, a copy elsewhere or an edited file is read afresh
+    instead of being served rows (and absolute image paths) cached for another one.
     """
     del stamps
     for name in files:
@@ -138,14 +140,23 @@ def inside(root: Path, folder: Path, name: str) -> str | None:
 
 
 def file_stamps(files: list[Path]) -> list[str]:
-    return [f"{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files]
+    """Content digests: size and mtime survive cp -a, tar and rsync, so they cannot tell copies apart."""
+    digests = []
+    for file in files:
+        digest = hashlib.blake2b()
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):  # hashlib.file_digest needs Python 3.11
+                digest.update(block)
+        digests.append(digest.hexdigest())
+    return digests
 
 
 def jsonl_rows(files: list[Path], root: Path, streaming: bool):
     """A datasets ``Dataset`` (cached as Arrow, memory-mapped) or ``IterableDataset`` of the lines."""
     import datasets
 
-    kwargs = {"files": [str(f) for f in files], "root": str(root), "stamps": file_stamps(files)}
+    files = [Path(os.path.realpath(f)) for f in files]
+    kwargs = {"files": [str(f) for f in files], "root": os.path.realpath(root), "stamps": file_stamps(files)}
     if streaming:  # one shard per file, so workers and ranks split by file when they can
         return datasets.IterableDataset.from_generator(read_jsonl, features=jsonl_features(), gen_kwargs=kwargs)
     return datasets.Dataset.from_generator(read_jsonl, features=jsonl_features(), gen_kwargs=kwargs)

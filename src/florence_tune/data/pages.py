@@ -155,13 +155,21 @@ def _bytes_key(values: list[Any]) -> str:
     digest = hashlib.blake2b(digest_size=16)
     for value in values:
         for image in value if isinstance(value, list) else [value]:
-            if isinstance(image, dict):
-                data = image.get("bytes")
-                digest.update(data if isinstance(data, bytes) else f"path:{image.get('path')}".encode())
-            else:
-                digest.update(f"value:{image}".encode())
+            if isinstance(image, dict) and isinstance(image.get("bytes"), bytes):
+                digest.update(image["bytes"])
+            else:  # a file path: its name and what the file is now (a page edited in place is a new page)
+                path = image.get("path") if isinstance(image, dict) else image
+                digest.update(f"path:{path}:{_stamp(path)}".encode())
             digest.update(b"|")
     return digest.hexdigest()
+
+
+def _stamp(path: Any) -> str:
+    try:
+        stat = os.stat(path)
+    except (OSError, TypeError, ValueError):
+        return "missing"
+    return f"{stat.st_size}:{stat.st_mtime_ns}"
 
 
 def _decoded_key(dataset, index: int) -> str:

@@ -1,0 +1,100 @@
+"""What the commands may delete or overwrite: only their own outputs, never the user's files.
+
+``--overwrite`` removes a folder only when it is recognisably a florence-tune run (its ``config.yaml``
+and nothing but the files a run writes), and never the working directory, a home folder, the file
+system root or a folder that holds one of the command's inputs (its dataset, its model). No output
+file is one of the inputs, nor lands inside a dataset folder (a folder source reads every JSON-lines
+file below it). Every check here reads names only and runs before any model or data is loaded.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+from florence_tune.errors import UsageError
+
+# Everything a training run writes into its folder (README.md is the model card).
+RUN_FILES = frozenset({"config.yaml", "final", "metrics.jsonl", "predictions.jsonl", "summary.json", "README.md",
+                       "report.html", "tensorboard"})
+_RUN_FOLDERS = re.compile(r"^(tmp-)?checkpoint-\d+$")
+
+
+def resolved(path: str | Path) -> Path:
+    return Path(os.path.realpath(Path(path).expanduser()))
+
+
+def local_inputs(*specs: str | None) -> list[Path]:
+    """The existing local files and folders named by model or dataset specs (hub ids and names are not).
+
+    A spec is taken whole when it is a path, else piece by piece as the dataset grammar splits it
+    (``a.jsonl,b:cfg=0.5``): the pieces are only compared with output paths, so reading a name that is
+    not a path as one can only make a check stricter.
+    """
+    found: list[Path] = []
+    for spec in specs:
+        if not spec:
+            continue
+        pieces = [spec, *(re.split(r"[=:]", piece)[0] for piece in spec.split(","))]
+        found += [resolved(p) for p in pieces if p.strip() and Path(p.strip()).expanduser().exists()]
+    return list(dict.fromkeys(found))
+
+
+def _protected(folder: Path) -> str | None:
+    """Why ``folder`` (resolved) must never be removed, or None."""
+    here, home = resolved(Path.cwd()), resolved(Path.home())
+    if folder == Path(folder.anchor):
+        return "is the file system root"
+    if here == folder or here.is_relative_to(folder):
+        return "is the working directory" if here == folder else "holds the working directory"
+    if home == folder or home.is_relative_to(folder):
+        return "is a home folder" if home == folder else "holds a home folder"
+    return None
+
+
+def _holds_input(folder: Path, inputs: Iterable[Path]) -> Path | None:
+    return next((p for p in inputs if p == folder or p.is_relative_to(folder)), None)
+
+
+def check_replaceable_run(run_dir: str | Path, inputs: Iterable[Path]) -> None:
+    """Raise unless ``--overwrite`` may delete ``run_dir`` (an existing, non-empty folder)."""
+    folder = resolved(run_dir)
+    why = _protected(folder)
+    if why:
+        raise UsageError(f"--output-dir '{run_dir}' {why}; --overwrite deletes only a run folder, choose another")
+    held = _holds_input(folder, inputs)
+    if held is not None:
+        raise UsageError(f"--output-dir '{run_dir}' holds this run's input '{held}'; --overwrite would delete it, "
+                         "choose another --output-dir")
+    foreign = sorted(p.name for p in folder.iterdir() if p.name not in RUN_FILES and not _RUN_FOLDERS.match(p.name))
+    if foreign or not (folder / "config.yaml").is_file():
+        what = f"holds {', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}" if foreign else "no config.yaml"
+        raise UsageError(f"--output-dir '{run_dir}' is not a florence-tune run ({what}); --overwrite replaces only "
+                         "a run folder: choose another --output-dir or empty it yourself")
+
+
+def check_replaceable_folder(destination: str | Path, inputs: Iterable[Path], flag: str) -> None:
+    """Raise unless a non-run output folder (``convert``'s destination) may be deleted and rewritten."""
+    folder = resolved(destination)
+    why = _protected(folder)
+    if why:
+        raise UsageError(f"{flag} '{destination}' {why}; choose an empty or new folder")
+    held = _holds_input(folder, inputs)
+    if held is not None:
+        raise UsageError(f"{flag} '{destination}' holds the input '{held}'; choose a folder outside it")
+
+
+def check_output_file(output: str | Path, flag: str, *, inputs: Iterable[Path], data: Iterable[Path] = ()) -> None:
+    """Raise when writing ``output`` would overwrite one of the ``inputs`` or land inside a dataset folder."""
+    target = resolved(output)
+    if target in set(inputs) | set(data):
+        raise UsageError(f"{flag} '{output}' is an input of this command; writing it would destroy it, "
+                         "choose another file")
+    for source in data:
+        if source.is_dir() and target.is_relative_to(source):
+            raise UsageError(f"{flag} '{output}' lies inside the dataset folder '{source}' (it would be read as "
+                             "part of the dataset next time); write it elsewhere")
+    if target.is_dir():
+        raise UsageError(f"{flag} '{output}' is a folder; name a file")

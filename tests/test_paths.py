@@ -1,0 +1,103 @@
+"""Nothing outside a run is ever deleted or overwritten: --overwrite, convert --overwrite, evaluate --output."""
+
+import shutil
+
+import pytest
+from tests.data import builders
+
+from florence_tune import modeling
+from florence_tune.cli import main
+
+TINY_RUN = ["--max-steps", "1", "--holdout-rows", "1", "--batch-size", "2", "--max-eval-samples", "2",
+            "--num-beams", "1", "--max-new-tokens", "2", "--report-to", "none"]
+
+
+@pytest.fixture()
+def dataset_folder(tmp_path):
+    """A user's dataset: JSON lines and their images."""
+    root = tmp_path / "mydata"
+    (root / "pages").mkdir(parents=True)
+    (root / "pages" / "1.png").write_bytes(builders.png())
+    builders.write_jsonl(root / "data.jsonl", [{"image": "pages/1.png", "question": "what", "answers": ["x"]}] * 4)
+    return root
+
+
+def files_under(folder):
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def fake_run(folder, *extra):
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text("model: tiny\ndataset: synthetic\n")
+    (folder / "metrics.jsonl").write_text("")
+    (folder / "checkpoint-3").mkdir()
+    for name in extra:
+        (folder / name).write_text("mine")
+    return folder
+
+
+def test_overwrite_never_deletes_the_dataset_it_trains_on(dataset_folder, capsys):
+    before = files_under(dataset_folder)
+    code = main(["train", "--dataset", str(dataset_folder), "--output-dir", str(dataset_folder), "--overwrite",
+                 *TINY_RUN])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "input" in err
+    assert files_under(dataset_folder) == before
+
+
+def test_overwrite_never_deletes_the_working_directory(tmp_path, monkeypatch, capsys):
+    fake_run(tmp_path / "work")  # even a folder that looks like a run
+    monkeypatch.chdir(tmp_path / "work")
+    assert main(["train", "--output-dir", ".", "--overwrite", *TINY_RUN]) == 2
+    assert "working directory" in capsys.readouterr().err
+    assert (tmp_path / "work" / "config.yaml").exists()
+
+
+def test_overwrite_never_deletes_a_folder_that_is_not_a_run(tmp_path, capsys):
+    folder = fake_run(tmp_path / "run", "notes.txt")
+    assert main(["train", "--output-dir", str(folder), "--overwrite", *TINY_RUN]) == 2
+    err = capsys.readouterr().err
+    assert "not a florence-tune run" in err and "notes.txt" in err
+    assert (folder / "notes.txt").read_text() == "mine"
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "thesis.tex").write_text("years of work")
+    assert main(["train", "--output-dir", str(plain), "--overwrite", *TINY_RUN]) == 2
+    assert (plain / "thesis.tex").exists()
+
+
+def test_overwrite_never_deletes_the_model_it_starts_from(tmp_path, capsys):
+    folder = fake_run(tmp_path / "run")
+    shutil.copytree(modeling.resolve_model_path("tiny"), folder / "final")
+    (folder / "final" / "mine.txt").write_text("the model I fine-tuned last week")
+    assert main(["train", "--model", str(folder / "final"), "--output-dir", str(folder), "--overwrite",
+                 *TINY_RUN]) == 2
+    assert "input" in capsys.readouterr().err and (folder / "final" / "mine.txt").exists()
+
+
+def test_overwrite_replaces_a_run(tmp_path):
+    folder = fake_run(tmp_path / "run")
+    assert main(["train", "--output-dir", str(folder), "--overwrite", "--eval-split", "none", *TINY_RUN]) == 0
+    assert not (folder / "checkpoint-3").exists() and (folder / "final").is_dir()
+
+
+def test_convert_overwrite_never_touches_its_source(tmp_path, capsys):
+    outer = tmp_path / "outer"
+    source = outer / "original"
+    source.mkdir(parents=True)
+    (source / "config.json").write_text("{}")
+    assert main(["convert", str(source), str(outer), "--overwrite"]) == 2
+    assert "holds the input" in capsys.readouterr().err and (source / "config.json").exists()
+
+
+def test_evaluate_never_writes_over_its_dataset(dataset_folder, capsys):
+    data_file = dataset_folder / "data.jsonl"
+    before = data_file.read_text()
+    assert main(["evaluate", "--model", "tiny", "--dataset", str(data_file), "--split", "train",
+                 "--holdout-rows", "1", "--output", str(data_file)]) == 2
+    assert "is an input" in capsys.readouterr().err
+    assert main(["evaluate", "--model", "tiny", "--dataset", str(dataset_folder), "--split", "train",
+                 "--holdout-rows", "1", "--output", str(dataset_folder / "predictions.jsonl")]) == 2
+    assert "inside the dataset folder" in capsys.readouterr().err
+    assert data_file.read_text() == before and files_under(dataset_folder) == ["data.jsonl", "pages", "pages/1.png"]
