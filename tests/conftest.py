@@ -23,18 +23,18 @@ def private_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny():
-    """(model, processor) of the embedded tiny Florence-2, loaded through modeling.load."""
-    from florence_tune import modeling
+    """(model, processor) of the embedded tiny Florence-2, loaded through loading.load."""
+    from florence_tune.model import loading
 
-    return modeling.load("tiny")
+    return loading.load("tiny")
 
 
 @pytest.fixture()
 def fresh_tiny():
     """A model the test may modify."""
-    from florence_tune import modeling
+    from florence_tune.model import loading
 
-    return modeling.load("tiny")
+    return loading.load("tiny")
 
 
 @pytest.fixture(scope="session")

@@ -10,9 +10,10 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-from florence_tune import distributed, modeling
+from florence_tune import distributed
 from florence_tune.config import TrainConfig
-from florence_tune.training import build_trainer, load_splits
+from florence_tune.model import loading
+from florence_tune.training.trainer import build_trainer, load_splits
 
 
 def main(out_dir: str, settings: str) -> None:
@@ -22,7 +23,7 @@ def main(out_dir: str, settings: str) -> None:
     (out / f"pid-rank{distributed.rank()}").write_text(str(os.getpid()))
     with distributed.main_process_first():
         train_data, _ = load_splits(config)
-        model, processor = modeling.load(config.model)
+        model, processor = loading.load(config.model)
     (out / "run").mkdir(parents=True, exist_ok=True)
     trainer = build_trainer(model, processor, train_data, None, config, out / "run")
     trainer.train()

@@ -6,9 +6,12 @@ import json
 import pytest
 import torch
 
-from florence_tune import bench_naive, bench_parts, bench_suite, vision
+from florence_tune.batch.pages import PixelSpec
+from florence_tune.bench import naive as bench_naive
+from florence_tune.bench import parts as bench_parts
+from florence_tune.bench import suite
 from florence_tune.cli import main
-from florence_tune.data.pages import PixelSpec
+from florence_tune.model import page_path
 
 SMALL = ["--steps", "2", "--warmup", "1", "--batch-size", "4", "--pages", "2", "--page-size", "400x520",
          "--workers", "1", "--question-tokens", "8", "--answer-tokens", "4"]
@@ -45,7 +48,7 @@ def test_naive_reference_and_fast_path_give_the_same_loss(fresh_tiny):
                                         questions_per_page=3, seed=2)
     with torch.no_grad():
         naive = bench_naive.loss(model, bench_parts.naive_batch(batch, spec))
-        fast = model(**vision.PagePath(spec).model_inputs(model, batch)).loss
+        fast = model(**page_path.PagePath(spec).model_inputs(model, batch)).loss
     assert torch.allclose(naive, fast, atol=1e-6, rtol=1e-5)
 
 
@@ -64,8 +67,8 @@ def test_flops_of_base_match_the_reference_figures():
 
 def test_gpu_suite_dry_run_ends_with_json(monkeypatch, capsys, tmp_path):
     """The suite's code path on tiny shapes (a trimmed variant list; compile traced with the eager backend)."""
-    monkeypatch.setattr(bench_suite, "VARIANTS", [bench_suite.VARIANTS[1], bench_suite.VARIANTS[4]])
-    monkeypatch.setattr(bench_suite, "COMPILED", bench_suite.COMPILED[1:])
+    monkeypatch.setattr(suite, "VARIANTS", [suite.VARIANTS[1], suite.VARIANTS[4]])
+    monkeypatch.setattr(suite, "COMPILED", suite.COMPILED[1:])
     output = tmp_path / "suite.json"
     assert main(["bench", "--suite", "gpu", "--dry-run", "--page-size", "400x520", "--output", str(output)]) == 0
     result = last_json_line(capsys.readouterr().out)

@@ -85,19 +85,20 @@ def image_file(tmp_path, page_image):
 
 
 def test_predict_answers_a_question(trained_run, image_file, capsys):
-    from florence_tune import evaluation, modeling
-    from florence_tune.data.collate import Collator, encoder_positions
+    from florence_tune.batch.collate import Collator, encoder_positions
     from florence_tune.data.images import open_image
     from florence_tune.data.sample import Sample
+    from florence_tune.evaluation import loop
+    from florence_tune.model import loading
 
     assert main(["predict", "--model", str(trained_run), "--image", str(image_file), "--question", "Total?",
                  "--max-new-tokens", "6", "--num-beams", "2"]) == 0
     printed = capsys.readouterr().out
-    model, processor = modeling.load(str(trained_run))
+    model, processor = loading.load(str(trained_run))
     batch = Collator(processor, max_positions=encoder_positions(model), with_labels=False).encode(
         [Sample("0", open_image(image_file), "<VQA>Total?", "")])
-    expected = evaluation.generate(model, processor, batch,
-                                   evaluation.generation_config(processor, num_beams=2, max_new_tokens=6))
+    expected = loop.generate(model, processor, batch,
+                                   loop.generation_config(processor, num_beams=2, max_new_tokens=6))
     assert printed == expected[0] + "\n"
 
 
@@ -171,3 +172,24 @@ def test_module_and_console_script_entry_points():
         assert "florence-tune" in result.stdout
 
 
+
+
+def test_predict_runs_on_the_device_of_the_process(image_file, monkeypatch, capsys):
+    """predict puts the model where this process computes (its GPU under CUDA), like evaluate does."""
+    import torch
+
+    from florence_tune import distributed
+
+    placed = []
+    original = torch.nn.Module.to
+
+    def to(module, *args, **kwargs):
+        if type(module).__name__ == "Florence2ForConditionalGeneration":
+            placed.append(args[0] if args else kwargs.get("device"))
+        return original(module, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.Module, "to", to)
+    monkeypatch.setattr(distributed, "device", lambda: torch.device("cpu"))
+    assert main(["predict", "--model", "tiny", "--image", str(image_file), "--question", "Total?",
+                 "--max-new-tokens", "2", "--num-beams", "1"]) == 0
+    assert torch.device("cpu") in [torch.device(p) for p in placed if p is not None]

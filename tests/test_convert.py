@@ -9,12 +9,12 @@ from importlib import resources
 import pytest
 import torch
 
-from florence_tune import modeling, tiny
+from florence_tune.batch.collate import Collator, encoder_positions
 from florence_tune.cli import main
-from florence_tune.data.collate import Collator, encoder_positions
 from florence_tune.data.sample import Sample
 from florence_tune.errors import UsageError
-from florence_tune.evaluation import generate, generation_config
+from florence_tune.evaluation.loop import generate, generation_config
+from florence_tune.model import loading, tiny
 
 # Native name → original name, written independently of convert.RENAMES (the other direction).
 TO_ORIGINAL = (
@@ -113,7 +113,7 @@ def original_config(native, vocab_size: int) -> dict:
 
 @pytest.fixture(scope="module")
 def native():
-    model, processor = modeling.load("tiny")
+    model, processor = loading.load("tiny")
     torch.manual_seed(3)
     with torch.no_grad():  # away from the initialisation, so every weight has to arrive in its place
         for parameter in model.parameters():
@@ -133,10 +133,10 @@ def test_original_layout_converts_to_identical_logits_and_answers(native, page_i
     model, processor = native
     source = write_original(model, processor, tmp_path / "original")
     with pytest.raises(UsageError, match="florence-tune convert"):
-        modeling.load(str(source))
+        loading.load(str(source))
     assert main(["convert", str(source), str(tmp_path / "native")]) == 0
     assert "converted to" in capsys.readouterr().out
-    converted, converted_processor = modeling.load(str(tmp_path / "native"))
+    converted, converted_processor = loading.load(str(tmp_path / "native"))
 
     tokenizer = converted_processor.tokenizer
     assert tokenizer.convert_tokens_to_ids(["<od>", "<loc_0>", "<loc_999>", "<and>"]) == [951, 955, 1954, 1974]
@@ -169,13 +169,13 @@ def test_unknown_weights_are_named_in_one_line(native, tmp_path):
 
 def main_convert(source, destination):
     from florence_tune.config import ConvertConfig
-    from florence_tune.convert import convert
+    from florence_tune.model.convert import convert
 
     return convert(ConvertConfig(source=str(source), destination=str(destination)))
 
 
 def test_refuses_native_checkpoints_and_full_destinations(tmp_path, capsys):
-    native_dir = modeling.resolve_model_path("tiny")
+    native_dir = loading.resolve_model_path("tiny")
     assert main(["convert", native_dir, str(tmp_path / "out")]) == 2
     assert "not in the original Florence-2 layout" in capsys.readouterr().err
     full = tmp_path / "full"
@@ -191,7 +191,7 @@ def test_refuses_native_checkpoints_and_full_destinations(tmp_path, capsys):
 def test_image_processor_of_768_pixel_models_gives_577_image_tokens(native, tmp_path):
     from transformers import Florence2Config
 
-    from florence_tune.convert import build_processor
+    from florence_tune.model.convert import build_processor
 
     _, processor = native
     (tmp_path / "preprocessor_config.json").write_text(json.dumps({"size": {"height": 768, "width": 768},

@@ -161,7 +161,7 @@ def test_rendezvous_that_cannot_form_names_the_endpoint(tmp_path):
 def test_fsdp_and_deepspeed_map_onto_the_trainer(tmp_path):
     from florence_tune.config import TrainConfig
     from florence_tune.errors import UsageError
-    from florence_tune.training import sharding_arguments, training_arguments
+    from florence_tune.training.trainer import sharding_arguments, training_arguments
 
     args = training_arguments(TrainConfig(fsdp=True), tmp_path)
     assert args.fsdp and "Florence2VisionBlock" in args.fsdp_config["transformer_layer_cls_to_wrap"]

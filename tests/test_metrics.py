@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from florence_tune.metrics import (
+from florence_tune.evaluation.metrics import (
     aggregate,
     anls_score,
     exact_match,

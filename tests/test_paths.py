@@ -5,8 +5,8 @@ import shutil
 import pytest
 from tests.data import builders
 
-from florence_tune import modeling
 from florence_tune.cli import main
+from florence_tune.model import loading
 
 TINY_RUN = ["--max-steps", "1", "--holdout-rows", "1", "--batch-size", "2", "--max-eval-samples", "2",
             "--num-beams", "1", "--max-new-tokens", "2", "--report-to", "none"]
@@ -69,7 +69,7 @@ def test_overwrite_never_deletes_a_folder_that_is_not_a_run(tmp_path, capsys):
 
 def test_overwrite_never_deletes_the_model_it_starts_from(tmp_path, capsys):
     folder = fake_run(tmp_path / "run")
-    shutil.copytree(modeling.resolve_model_path("tiny"), folder / "final")
+    shutil.copytree(loading.resolve_model_path("tiny"), folder / "final")
     (folder / "final" / "mine.txt").write_text("the model I fine-tuned last week")
     assert main(["train", "--model", str(folder / "final"), "--output-dir", str(folder), "--overwrite",
                  *TINY_RUN]) == 2

@@ -23,11 +23,13 @@ from PIL import Image
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
-from florence_tune import checkpoints, data, modeling, training
+from florence_tune import data
+from florence_tune.batch.collate import Collator, encoder_positions
 from florence_tune.cli import main
 from florence_tune.data import synthetic
-from florence_tune.data.collate import Collator, encoder_positions
 from florence_tune.data.sample import Sample
+from florence_tune.model import loading
+from florence_tune.training import checkpoints, trainer
 
 # 16 samples, batch 2: 8 steps per epoch, 16 in all; every interruption below lands inside an epoch.
 RUN = ["--dataset", "synthetic", "--max-train-samples", "16", "--batch-size", "2", "--epochs", "2",
@@ -169,8 +171,8 @@ def test_failed_save_keeps_the_previous_checkpoint_and_resume_picks_it(reference
     assert "checkpoint-4 is kept" in err and "--resume" in err
     assert [p.name for p in checkpoints.complete_checkpoints(run_dir)] == ["checkpoint-4"]
     assert not list(run_dir.glob("tmp-*")) and not (run_dir / "checkpoint-8").exists()
-    assert modeling.resolve_model_path(str(run_dir)) == str(run_dir / "checkpoint-4")
-    modeling.load(str(run_dir))  # loadable
+    assert loading.resolve_model_path(str(run_dir)) == str(run_dir / "checkpoint-4")
+    loading.load(str(run_dir))  # loadable
 
     monkeypatch.setattr(modeling_utils, "safe_save_file", real_save)
     real_load, loads = torch.load, []
@@ -207,7 +209,7 @@ def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
 
 def test_nonfinite_steps_are_skipped_counted_and_a_streak_stops_the_run(tmp_path, monkeypatch, capsys):
     nan_loss, inf_grad = {3, 7, 8, 9}, {5}  # steps (1-based); 7-9 are three in a row
-    real_loss = training.FlorenceTrainer.compute_loss
+    real_loss = trainer.FlorenceTrainer.compute_loss
     hooked = []
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -221,15 +223,15 @@ def test_nonfinite_steps_are_skipped_counted_and_a_streak_stops_the_run(tmp_path
         return loss
 
     probe = Probe()
-    real_build = training.build_trainer
+    real_build = trainer.build_trainer
 
     def build_with_probe(*args, **kwargs):
         trainer = real_build(*args, **kwargs)
         trainer.add_callback(probe)
         return trainer
 
-    monkeypatch.setattr(training.FlorenceTrainer, "compute_loss", compute_loss)
-    monkeypatch.setattr(training, "build_trainer", build_with_probe)
+    monkeypatch.setattr(trainer.FlorenceTrainer, "compute_loss", compute_loss)
+    monkeypatch.setattr(trainer, "build_trainer", build_with_probe)
     run_dir = tmp_path / "run"
     argv = ["train", *RUN, "--max-steps", "12", "--save-steps", "100", "--max-nonfinite-steps", "3",
             "--output-dir", str(run_dir)]
@@ -276,7 +278,7 @@ def test_incomplete_checkpoints_and_leftovers_are_never_picked(tmp_path):
     make_checkpoint(tmp_path, 8, complete=False)  # cut short by a crash
     (tmp_path / "tmp-checkpoint-12" / "checkpoint-12").mkdir(parents=True)
     assert checkpoints.newest_complete(tmp_path) == tmp_path / "checkpoint-4"
-    assert modeling.resolve_model_path(str(tmp_path)) == str(tmp_path / "checkpoint-4")
+    assert loading.resolve_model_path(str(tmp_path)) == str(tmp_path / "checkpoint-4")
     assert checkpoints.remove_leftovers(tmp_path) == [tmp_path / "tmp-checkpoint-12"]
     assert (tmp_path / "checkpoint-4").exists() and (tmp_path / "checkpoint-8").exists()
 
@@ -365,7 +367,7 @@ def test_run_config_leaves_out_per_invocation_flags(reference):
 def test_checkpoints_hold_safetensors_weights_and_nothing_loads_pickles(reference):
     checkpoint = checkpoints.newest_complete(reference)
     assert (checkpoint / "model.safetensors").exists() and not (checkpoint / "pytorch_model.bin").exists()
-    source = Path(training.__file__).parent
+    source = Path(trainer.__file__).parent
     for path in source.rglob("*.py"):
         text = path.read_text()
         assert "weights_only=False" not in text and "pickle.load" not in text, path
@@ -424,7 +426,7 @@ def test_arbitrary_bytes_as_an_image_file_are_skipped_and_counted(payload, colla
 
 
 def test_resumed_metrics_forget_the_repeated_steps_and_a_line_cut_by_a_kill(tmp_path):
-    from florence_tune.reliability import drop_lines_after, logged_metrics
+    from florence_tune.training.reliability import drop_lines_after, logged_metrics
 
     metrics = tmp_path / "metrics.jsonl"
     metrics.write_text('{"step": 0, "before_anls": 0.25}\n{"step": 3, "loss": 1.5}\n{"step": 4, "loss": 1.4}\n'

@@ -7,8 +7,9 @@ import re
 import pytest
 import yaml
 
-from florence_tune import metrics, report
 from florence_tune.cli import main
+from florence_tune.evaluation import metrics
+from florence_tune.reporting import report
 
 
 def record(qid, group, prediction, references, **meta):

@@ -4,17 +4,17 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from florence_tune import modeling, strategies
 from florence_tune.cli import main
 from florence_tune.config import TrainConfig
 from florence_tune.errors import UsageError
-from florence_tune.training import train
+from florence_tune.model import loading, strategies
+from florence_tune.training.trainer import train
 
 QUICK = dict(max_steps=4, batch_size=4, max_train_samples=16, eval_split="none", lr=1e-3, save_steps=100)
 
 
 def initial_weights() -> dict[str, torch.Tensor]:
-    return load_file(str(modeling.Path(modeling.resolve_model_path("tiny")) / "model.safetensors"))
+    return load_file(str(loading.Path(loading.resolve_model_path("tiny")) / "model.safetensors"))
 
 
 def test_freeze_vision_keeps_the_tower_bit_identical_and_trains_the_rest(tmp_path, capsys):
@@ -43,7 +43,7 @@ def test_lora_trains_adapters_only_and_merge_matches(tmp_path, page_image):
     assert (run / "final" / "adapter_model.safetensors").exists()
     assert not (run / "final" / "model.safetensors").exists()
 
-    adapted, processor = modeling.load(str(run))
+    adapted, processor = loading.load(str(run))
     assert strategies.is_adapter_model(adapted)
     before = initial_weights()
     for name, tensor in adapted.named_parameters():
@@ -59,7 +59,7 @@ def test_lora_trains_adapters_only_and_merge_matches(tmp_path, page_image):
     from transformers import Florence2ForConditionalGeneration
 
     merged = Florence2ForConditionalGeneration.from_pretrained(tmp_path / "merged").eval()
-    from florence_tune.data.collate import Collator, encoder_positions
+    from florence_tune.batch.collate import Collator, encoder_positions
     from florence_tune.data.sample import Sample
 
     batch = Collator(processor, max_positions=encoder_positions(merged))(

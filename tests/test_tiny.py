@@ -5,7 +5,7 @@ import filecmp
 import torch
 from transformers import Florence2ForConditionalGeneration, Florence2Processor
 
-from florence_tune import tiny as tiny_module
+from florence_tune.model import tiny as tiny_module
 
 
 def test_tiny_is_a_real_florence2_with_its_processor(tiny):
@@ -38,6 +38,6 @@ def test_build_is_deterministic():
 
 def test_shipped_tokenizer_files_are_reproducible(tmp_path):
     tiny_module.write_tokenizer_files(tmp_path)
-    shipped = tiny_module.Path(tiny_module.__file__).parent / "assets" / "tiny_tokenizer"
+    shipped = tiny_module.Path(tiny_module.__file__).parent.parent / "assets" / "tiny_tokenizer"
     for name in ["vocab.json", "merges.txt"]:
         assert filecmp.cmp(tmp_path / name, shipped / name, shallow=False), name

@@ -7,7 +7,7 @@ import pytest
 
 from florence_tune.config import TrainConfig
 from florence_tune.data import synthetic
-from florence_tune.training import train
+from florence_tune.training.trainer import train
 
 
 @pytest.fixture(scope="module")
@@ -37,3 +37,19 @@ def test_a_few_steps_lower_the_loss_and_bad_samples_are_counted(docvqa_folder_wi
     assert summary["anls_after"] is not None
     predictions = (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()
     assert len(predictions) == n_rows - 2
+
+
+def test_an_evaluation_batch_of_only_unusable_samples_is_counted_not_fatal(tmp_path):
+    """The evaluation-loss pass meets a batch whose every sample was skipped: it is counted, training goes on."""
+    records = synthetic.generate_split("validation", 6, seed=4)
+    for i in (0, 1):  # the whole first evaluation batch (--eval-batch-size 2)
+        records[i] = {**records[i], "image": {"bytes": b"not an image", "path": None}}
+    folder = tmp_path / "data"
+    train_rows = datasets.Dataset.from_list(synthetic.generate_split("train", 6, seed=3), features=synthetic.FEATURES)
+    datasets.DatasetDict({"train": train_rows, "validation": datasets.Dataset.from_list(
+        records, features=synthetic.FEATURES)}).save_to_disk(str(folder))
+    config = TrainConfig(dataset=str(folder), output_dir=str(tmp_path / "run"), max_steps=2, batch_size=2,
+                         eval_batch_size=2, num_beams=1, max_new_tokens=4, report_to="none", save_steps=2)
+    summary = train(config)
+    assert summary["eval_loss_after"] is not None and (tmp_path / "run" / "final").is_dir()
+    assert len((tmp_path / "run" / "predictions.jsonl").read_text().splitlines()) == len(records) - 2

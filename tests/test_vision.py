@@ -3,20 +3,22 @@
 import pytest
 import torch
 
-from florence_tune import bench_parts, evaluation, vision
-from florence_tune.data.pages import PixelSpec
+from florence_tune.batch.pages import PixelSpec
+from florence_tune.bench import parts
+from florence_tune.evaluation import loop
+from florence_tune.model import page_path
 
 
 @pytest.fixture()
 def batch(tiny):
     """Seven questions on three pages, uint8, as PixelCollator makes them."""
-    return bench_parts.synthetic_batch(tiny[1], batch_size=7, question_tokens=6, answer_tokens=5,
+    return parts.synthetic_batch(tiny[1], batch_size=7, question_tokens=6, answer_tokens=5,
                                        questions_per_page=2.5, seed=1)
 
 
 def plain_inputs(batch, spec):
     """What the default path feeds the model: one float page per question."""
-    return bench_parts.naive_batch(batch, spec)
+    return parts.naive_batch(batch, spec)
 
 
 def loss_and_grads(model, run):
@@ -40,7 +42,7 @@ def test_per_page_path_gives_the_plain_loss_and_gradients(fresh_tiny, batch):
     spec = PixelSpec.from_processor(processor)
     assert len(batch["page_ids"]) == 3
     plain = loss_and_grads(model, lambda: model(**plain_inputs(batch, spec)).loss)
-    paged = loss_and_grads(model, lambda: model(**vision.PagePath(spec).model_inputs(model, batch)).loss)
+    paged = loss_and_grads(model, lambda: model(**page_path.PagePath(spec).model_inputs(model, batch)).loss)
     assert_same(plain, paged)
     assert any(name.startswith("model.vision_tower.") for name in paged[1])
 
@@ -51,8 +53,8 @@ def test_feature_cache_gives_the_plain_loss_and_gradients(fresh_tiny, batch):
     model.train()
     spec = PixelSpec.from_processor(processor)
     plain = loss_and_grads(model, lambda: model(**plain_inputs(batch, spec)).loss)
-    cache = vision.FeatureCache(64)
-    path = vision.PagePath(spec, cache)
+    cache = page_path.FeatureCache(64)
+    path = page_path.PagePath(spec, cache)
     for _ in range(2):  # the first pass fills the cache, the second reads it
         assert_same(plain, loss_and_grads(model, lambda: model(**path.model_inputs(model, batch)).loss))
     assert (cache.misses, cache.hits) == (3, 3) and len(cache.store) == 3
@@ -62,10 +64,10 @@ def test_vision_checkpointing_gives_the_same_gradients(fresh_tiny, batch):
     model, processor = fresh_tiny
     model.train()
     spec = PixelSpec.from_processor(processor)
-    path = vision.PagePath(spec)
+    path = page_path.PagePath(spec)
     before = loss_and_grads(model, lambda: model(**path.model_inputs(model, batch)).loss)
-    assert vision.checkpoint_vision_blocks(model) == sum(model.config.vision_config.depths)
-    assert vision.checkpoint_vision_blocks(model) == 0, "wrapping twice would recompute twice"
+    assert page_path.checkpoint_vision_blocks(model) == sum(model.config.vision_config.depths)
+    assert page_path.checkpoint_vision_blocks(model) == 0, "wrapping twice would recompute twice"
     assert "model.vision_tower.blocks.0.0.spatial_block.conv1.weight" in model.state_dict()
     assert_same(before, loss_and_grads(model, lambda: model(**path.model_inputs(model, batch)).loss))
 
@@ -73,8 +75,8 @@ def test_vision_checkpointing_gives_the_same_gradients(fresh_tiny, batch):
 def test_generation_with_shared_pages_gives_the_plain_answers(tiny, batch):
     model, processor = tiny
     spec = PixelSpec.from_processor(processor)
-    config = evaluation.generation_config(processor, num_beams=2, max_new_tokens=6)
+    config = loop.generation_config(processor, num_beams=2, max_new_tokens=6)
     plain = plain_inputs(batch, spec)
     expected = model.generate(input_ids=plain["input_ids"], attention_mask=plain["attention_mask"],
                               pixel_values=plain["pixel_values"], generation_config=config)
-    assert torch.equal(vision.PagePath(spec).generate(model, batch, config), expected)
+    assert torch.equal(page_path.PagePath(spec).generate(model, batch, config), expected)

@@ -37,7 +37,7 @@ from florence_tune.errors import FlorenceTuneError
 
 
 def _train(config: TrainConfig) -> int:
-    from florence_tune.training import train
+    from florence_tune.training.trainer import train
 
     summary = train(config)
     if not _is_main():
@@ -56,7 +56,7 @@ def _train(config: TrainConfig) -> int:
 
 
 def _evaluate(config: EvalConfig) -> int:
-    from florence_tune.evaluation import run_evaluation
+    from florence_tune.evaluation.loop import run_evaluation
 
     summary = run_evaluation(config)
     if _is_main():
@@ -71,7 +71,7 @@ def _is_main() -> bool:
 
 
 def _predict(config: PredictConfig) -> int:
-    from florence_tune.predict import predict
+    from florence_tune.commands.predict import predict
 
     answer = predict(config)
     print(answer if isinstance(answer, str) else json.dumps(answer))
@@ -79,8 +79,8 @@ def _predict(config: PredictConfig) -> int:
 
 
 def _report(config: ReportConfig) -> int:
-    from florence_tune import report
     from florence_tune.errors import UsageError
+    from florence_tune.reporting import report
 
     if config.compare:
         path = report.write_comparison(*config.compare, output=config.output or "comparison.html",
@@ -94,23 +94,23 @@ def _report(config: ReportConfig) -> int:
 
 
 def _export(config: ExportConfig) -> int:
-    from florence_tune.export import export
+    from florence_tune.commands.export import export
 
     print(f"exported to {export(config)}")
     return 0
 
 
 def _bench(config: BenchConfig) -> int:
-    from florence_tune import bench, bench_suite
+    from florence_tune.bench import measure, suite
 
-    result = bench.run(config)
-    print("\n".join(bench_suite.table(result) if config.suite else bench.table(result)))
+    result = measure.run(config)
+    print("\n".join(suite.table(result) if config.suite else measure.table(result)))
     print(json.dumps(result))
     return 0
 
 
 def _convert(config: ConvertConfig) -> int:
-    from florence_tune.convert import convert
+    from florence_tune.model.convert import convert
 
     print(f"converted to {convert(config)}")
     return 0
@@ -130,10 +130,10 @@ COMMANDS: dict[str, tuple[type, Callable[[Any], int], str]] = {
 
 
 def _inspect(config: InspectConfig) -> int:
-    from florence_tune.data import inspect
+    from florence_tune.reporting import inspection
 
-    summary = inspect.run(config)
-    print("\n".join(inspect.describe(summary)))
+    summary = inspection.run(config)
+    print("\n".join(inspection.describe(summary)))
     print(json.dumps(summary))
     return 0
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from florence_tune.batch.collate import IGNORE_INDEX, Collator, encoder_positions
 from florence_tune.data import Skipped
-from florence_tune.data.collate import IGNORE_INDEX, Collator, encoder_positions
 from florence_tune.data.sample import Sample
 
 

@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 from florence_tune import data, tasks
-from florence_tune.data import Skipped, detection, synthetic
+from florence_tune.data import Skipped, synthetic
+from florence_tune.data.adapters import tasks as task_data
 from florence_tune.errors import UsageError
 
 
@@ -93,8 +94,8 @@ def test_folder_splits_and_split_field(tmp_path):
 
 def test_question_answer_jsonl_is_left_to_the_vqa_reader(tmp_path):
     (tmp_path / "qa.jsonl").write_text(json.dumps({"image": "p.png", "question": "q?", "answers": ["a"]}) + "\n")
-    assert not detection.is_task_spec(str(tmp_path / "qa.jsonl"))
-    assert detection.is_task_spec("synthetic:detection")
+    assert not task_data.is_task_spec(str(tmp_path / "qa.jsonl"))
+    assert task_data.is_task_spec("synthetic:detection")
 
 
 def test_synthetic_detection_caption_and_ocr_specs():

@@ -10,10 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from florence_tune import data
+from florence_tune.batch.collate import Collator, encoder_positions
+from florence_tune.batch.page_batches import PageBatchSampler, PixelCollator, length_sorted_batches
+from florence_tune.batch.pages import PagePixels, PixelSpec, build_cache, index_pages
 from florence_tune.data import synthetic
-from florence_tune.data.collate import Collator, encoder_positions
-from florence_tune.data.page_batches import PageBatchSampler, PixelCollator, length_sorted_batches
-from florence_tune.data.pages import PagePixels, PixelSpec, build_cache, index_pages
 from florence_tune.data.sample import Sample
 
 
@@ -91,7 +91,7 @@ def test_pixel_collator_gives_the_processors_ids_and_labels(tiny, page_image):
     samples = [Sample("1", page_image, "<VQA>What is the total?", "12.50"), Sample("2", page_image, "<OD>", "x"),
                Sample("3", page_image, "<VQA>" + "a long question " * 8, "a much longer answer")]
     plain = Collator(processor, max_positions=encoder_positions(model)).encode(samples)
-    from florence_tune.data.pages import PageSample
+    from florence_tune.batch.pages import PageSample
 
     paged = [PageSample(s.id, None, s.prompt, s.target, pixels=pixels.permute(2, 0, 1), page=7) for s in samples]
     fast = PixelCollator(processor, max_positions=encoder_positions(model)).encode(paged)

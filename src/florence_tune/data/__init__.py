@@ -3,7 +3,7 @@
 Spec forms (data/spec.py): ``synthetic``, ``docvqa``, ``cauldron[:config,...]``, ``docmatix``, a hub
 id, a local path (JSONL + images, parquet, save_to_disk — data/local.py), or a mixture such as
 ``docvqa=0.7,cauldron:chartqa=0.3``; task datasets (``synthetic:detection``, COCO JSON, JSON lines
-with boxes) go to data/detection.py.
+with boxes) go to data/tasks.py.
 
 ``load`` returns a map-style ``SampleDataset`` (``len`` + ``dataset[i]``) for one source read from
 memory-mapped Arrow, or a ``SampleStream`` (a torch ``IterableDataset`` that shards itself across
@@ -34,7 +34,7 @@ __all__ = ["DATASET_FORMS", "HOLDOUT_ROWS", "BadSample", "Sample", "SampleDatase
 
 
 def synthetic_root() -> Path:
-    from florence_tune.tiny import cache_root
+    from florence_tune.model.tiny import cache_root
 
     return cache_root() / f"synthetic-v{SYNTHETIC_VERSION}"
 
@@ -48,10 +48,10 @@ def load(spec: str, split: str, task_prompt: str = "<VQA>", *, limit: int = 0, r
     dataset is shuffled by the Trainer's sampler instead). ``holdout_rows``: rows of a source without a
     validation split that serve as its validation split (and are left out of its train split).
     """
-    from florence_tune.data import detection
+    from florence_tune.data.adapters import tasks
 
-    if detection.is_task_spec(spec):  # <OD>, grounding, <OCR>, <CAPTION> rows carry their own task
-        return detection.load(spec, split, limit=limit)
+    if tasks.is_task_spec(spec):  # <OD>, grounding, <OCR>, <CAPTION> rows carry their own task
+        return tasks.load(spec, split, limit=limit)
     entries = specs.parse(spec, REGISTRY)
     options = Options(task_prompt=task_prompt, require_answer=require_answer, clean_questions=clean_questions,
                       multi_image=multi_image, holdout_rows=holdout_rows, streaming=streaming)
@@ -68,20 +68,20 @@ def load(spec: str, split: str, task_prompt: str = "<VQA>", *, limit: int = 0, r
 
 def predict_only(spec: str, split: str) -> bool:
     """Whether ``split`` of ``spec`` has no answers (DocVQA's test split): predictions only."""
-    from florence_tune.data import detection
+    from florence_tune.data.adapters import tasks
 
-    if detection.is_task_spec(spec):
+    if tasks.is_task_spec(spec):
         return False
     return sources.predict_only(specs.parse(spec, REGISTRY), split)
 
 
 def makes_stream(spec: str, streaming: bool) -> bool:
     """Whether ``load`` returns a stream (no length: training needs --max-steps). Reads no data."""
-    from florence_tune.data import detection
+    from florence_tune.data.adapters import tasks
 
     if streaming:
         return True
-    if detection.is_task_spec(spec):
+    if tasks.is_task_spec(spec):
         return False
     entries = specs.parse(spec, REGISTRY)
     return entries[0].weight is not None

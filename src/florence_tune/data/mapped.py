@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from florence_tune.data import cauldron
+from florence_tune.data.adapters import cauldron
 from florence_tune.data.rows import Item, realise
 from florence_tune.data.sample import Sample
 from florence_tune.data.sources import Component

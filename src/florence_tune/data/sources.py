@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from florence_tune.config import DataSettings
-from florence_tune.data import cauldron, docvqa, local
+from florence_tune.data.adapters import cauldron, docvqa, local
 from florence_tune.data.spec import Entry, is_path
 from florence_tune.errors import FlorenceTuneError, UsageError
 

@@ -210,7 +210,7 @@ def page_image(dataset, index: int, spec: PixelSpec, draft: bool) -> tuple[Image
         if not isinstance(item, Sample):
             raise BadSample(item.reason)
         return item.image, tuple(item.meta.get(ALTERED, ()))
-    from florence_tune.data import docvqa
+    from florence_tune.data.adapters import docvqa
 
     part, row, _ = _locate(dataset, index)
     values = part.row(row)

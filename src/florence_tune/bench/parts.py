@@ -27,9 +27,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from florence_tune import architectures, bench_naive, flops, vision
-from florence_tune.data.page_batches import PageBatchSampler, PixelCollator
-from florence_tune.data.pages import PagePixels, PixelSpec, build_cache, index_pages
+from florence_tune.batch.page_batches import PageBatchSampler, PixelCollator
+from florence_tune.batch.pages import PagePixels, PixelSpec, build_cache, index_pages
+from florence_tune.bench import flops, naive
+from florence_tune.model import architectures, page_path
 
 BUILT_IN = ("tiny", "base", "large")
 
@@ -82,9 +83,9 @@ def load_model(spec: str, image_size: int, device: torch.device | str, seed: int
         on = str(device) if spec != "tiny" or str(device) == "meta" else None
         model, processor = architectures.build(spec, image_size, device=on)
     else:
-        from florence_tune import modeling
+        from florence_tune.model import loading
 
-        model, processor = modeling.load(spec)
+        model, processor = loading.load(spec)
         if image_size:
             architectures.resize_processor(processor, image_size)
     return model.to(device), processor
@@ -92,16 +93,16 @@ def load_model(spec: str, image_size: int, device: torch.device | str, seed: int
 
 def prepare(model, *, strategy: str, gradient_checkpointing: bool = False, compile_backend: str | None = None):
     """The training-time options of ``fastpath.prepare_model``, from plain values."""
-    from florence_tune import strategies
+    from florence_tune.model import strategies
 
     strategies.apply(model, strategies.parse_strategy(strategy))
     model.train()
     if gradient_checkpointing:
-        vision.checkpoint_text_layers(model)
-        if vision.vision_trains(model):
-            vision.checkpoint_vision_blocks(model)
+        page_path.checkpoint_text_layers(model)
+        if page_path.vision_trains(model):
+            page_path.checkpoint_vision_blocks(model)
     if compile_backend:
-        vision.compile_towers(model, backend=compile_backend)
+        page_path.compile_towers(model, backend=compile_backend)
     if torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -151,7 +152,7 @@ def fast_optimizer(model):
     return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5, fused=True)
 
 
-def train_step(model, optimizer, path: vision.PagePath, bf16: bool) -> Callable:
+def train_step(model, optimizer, path: page_path.PagePath, bf16: bool) -> Callable:
     """One training step of the fast path as ``step(batch)``; it never reads a device value on the host."""
     trainable = [p for p in model.parameters() if p.requires_grad]
     device_type = next(model.parameters()).device.type
@@ -184,7 +185,7 @@ def fake_copy(model, checkpointing: bool = False):
     """
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    real = vision.base_model(model)
+    real = page_path.base_model(model)
     with torch.device("meta"):
         meta = type(real)(real.config)
     trains = {name: p.requires_grad for name, p in real.named_parameters()}
@@ -192,8 +193,8 @@ def fake_copy(model, checkpointing: bool = False):
         parameter.requires_grad_(trains.get(name, True))
     meta.train()
     if checkpointing:
-        vision.checkpoint_text_layers(meta)
-        vision.checkpoint_vision_blocks(meta)
+        page_path.checkpoint_text_layers(meta)
+        page_path.checkpoint_vision_blocks(meta)
     mode = FakeTensorMode(allow_non_fake_inputs=True)
     _fakeify(meta, mode)
     return meta, mode
@@ -204,7 +205,7 @@ def count_flops(model, batch: dict[str, Any], spec: PixelSpec, feature_cache: bo
     meta, mode = fake_copy(model)
     with mode:
         fake = _fake_batch(batch, mode)
-        path = vision.PagePath(spec, vision.FeatureCache(2**30) if feature_cache else None)
+        path = page_path.PagePath(spec, page_path.FeatureCache(2**30) if feature_cache else None)
 
         def run():
             return meta(**path.model_inputs(meta, fake)).loss
@@ -237,7 +238,7 @@ def saved_activations(model, batch: dict[str, Any], spec: PixelSpec, checkpointi
                 run()
             return sum(kept.values())
 
-        total = saved_by(lambda: meta(**vision.PagePath(spec).model_inputs(meta, fake)).loss)
+        total = saved_by(lambda: meta(**page_path.PagePath(spec).model_inputs(meta, fake)).loss)
         tower = saved_by(lambda: meta.model.vision_tower(spec.normalise(fake["pixel_values"])))
     return {"activation_mib_fp32": total / 2**20, "vision_activation_share": tower / max(total, 1)}
 
@@ -264,7 +265,7 @@ def page_source(pages: int, page_size: tuple[int, int], seed: int = 0, limit: in
     """A DocVQA-schema dataset of ``pages`` full-size synthetic page JPEGs (3-4 questions each), saved
     once under the cache folder and read back like any local dataset (``limit``: its first questions)."""
     from florence_tune import data
-    from florence_tune.tiny import cache_root
+    from florence_tune.model.tiny import cache_root
 
     folder = cache_root() / f"bench-pages-{pages}-{page_size[0]}x{page_size[1]}-{seed}"
     if not (folder / "READY").exists():
@@ -332,7 +333,7 @@ def page_loaders(source, processor, *, batch_size: int, workers: int, cache_dir:
     build_s = time.perf_counter() - start
     grouped = PageBatchSampler(index.page_of, batch_size, seed=seed)
     return {
-        "naive": loader(source, bench_naive.NaiveCollate(processor), batch_size=batch_size, workers=0, seed=seed),
+        "naive": loader(source, naive.NaiveCollate(processor), batch_size=batch_size, workers=0, seed=seed),
         "uint8": loader(PagePixels(source, index, spec), pixels, batch_size=batch_size, workers=workers, seed=seed),
         "uint8_grouped": loader(PagePixels(source, index, spec), pixels, batch_size=batch_size, workers=workers,
                                 sampler=grouped),

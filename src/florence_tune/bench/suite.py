@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from florence_tune import bench, bench_parts
+from florence_tune.bench import measure, parts
 from florence_tune.config import BenchConfig
 
 BASE = {"model": "base", "batch_size": 32}
@@ -84,8 +84,8 @@ def pipeline_config(config: BenchConfig) -> BenchConfig:
 def run_suite(config: BenchConfig) -> dict[str, Any]:
     start = time.perf_counter()
     backend = "eager" if config.dry_run else "inductor"  # the dry run checks tracing, not Triton codegen
-    device = bench_parts.pick_device()
-    result: dict[str, Any] = {"suite": config.suite, "dry_run": config.dry_run, "device": bench.describe(device),
+    device = parts.pick_device()
+    result: dict[str, Any] = {"suite": config.suite, "dry_run": config.dry_run, "device": measure.describe(device),
                               "variants": {}, "skipped": [], "errors": {}}
 
     def fits(kind: str) -> bool:
@@ -98,15 +98,15 @@ def run_suite(config: BenchConfig) -> dict[str, Any]:
                 continue
             try:
                 if kind == "pipeline":
-                    result["pipeline"] = bench.measure(pipeline_config(config), compile_backend=backend)
+                    result["pipeline"] = measure.measure(pipeline_config(config), compile_backend=backend)
                 else:
                     variant = suite_config(config, changes)
-                    result["variants"][name] = {**bench.measure(variant, compile_backend=backend)["train"],
-                                                "settings": bench.settings(variant)}
+                    result["variants"][name] = {**measure.measure(variant, compile_backend=backend)["train"],
+                                                "settings": measure.settings(variant)}
             except Exception as exc:  # out of memory, a compiler error...: recorded, and the suite goes on
                 result["errors"][name] = _first_line(exc)
             _free()
-    result["counts"] = {name: bench.measure(suite_config(config, {**changes, "parts": "count"}))["count"]
+    result["counts"] = {name: measure.measure(suite_config(config, {**changes, "parts": "count"}))["count"]
                         for name, changes in COUNTS}
     result["memory_cut"] = _memory_cut(result["variants"])
     result["targets"] = check_targets(result)
@@ -137,7 +137,7 @@ def check_targets(result: dict[str, Any]) -> dict[str, Any]:
     """Each target of the issue: measured value, goal, met (None where not measured)."""
     checked = {}
     for label, keys, goal in TARGETS:
-        value = bench._dig(result, keys)
+        value = measure._dig(result, keys)
         met = None if value is None or result["dry_run"] else value >= goal  # tiny shapes prove nothing
         checked[label] = {"value": value, "goal": goal, "met": met}
     return checked
@@ -153,7 +153,7 @@ def table(result: dict[str, Any]) -> list[str]:
                      f"{values['train_gflop']:>9.1f} {f'{mfu:.2f}' if mfu is not None else 'n/a':>6} "
                      f"{values['peak_memory_mib']:>9.0f}")
     if "pipeline" in result:
-        lines += bench.table(result["pipeline"])[1:]
+        lines += measure.table(result["pipeline"])[1:]
     for label, check in result["targets"].items():
         state = {True: "met", False: "NOT met", None: "not measured"}[check["met"]]
         value = "n/a" if check["value"] is None else f"{check['value']:.3g}"

@@ -64,7 +64,7 @@ def build(name: str, image_size: int = 0, *, device: str | None = None):
     import torch
     from transformers import Florence2ForConditionalGeneration
 
-    from florence_tune import tiny
+    from florence_tune.model import tiny
 
     if name == "tiny":
         model, processor = tiny.build_tiny()

@@ -6,10 +6,10 @@
 * ``--page-cache DIR|auto``: every unique page decoded and resized once into a uint8 cache
   (data/pages.py); training reads 1.8 MB copies instead of decoding 10-70 ms JPEGs and resizing.
 * ``--group-by-page``: the questions of a page share a batch and one vision pass (data/page_batches.py,
-  vision.PagePath).
+  page_path.PagePath).
 * ``--feature-cache-mib N``: with the tower frozen, its outputs stay on the device across epochs.
 * any of the three: uint8 pages normalised on the device; decoding (when uncached) in the workers.
-* ``--gradient-checkpointing``: also the DaViT blocks (vision.checkpoint_vision_blocks).
+* ``--gradient-checkpointing``: also the DaViT blocks (page_path.checkpoint_vision_blocks).
 * ``--compile``: the vision tower and the BART encoder-decoder compiled; lengths padded to multiples of
   32 and the last partial batch dropped, so only a few shapes reach the compiled graphs.
 * on CUDA: TF32 for the float32 matmuls that remain under bf16 autocast (fused AdamW, SDPA attention
@@ -25,10 +25,11 @@ from typing import Any
 
 import torch
 
-from florence_tune import data, distributed, vision
-from florence_tune.data.page_batches import PageBatchSampler, PixelCollator
-from florence_tune.data.pages import PagePixels, PixelSpec, build_cache, index_pages
+from florence_tune import data, distributed
+from florence_tune.batch.page_batches import PageBatchSampler, PixelCollator
+from florence_tune.batch.pages import PagePixels, PixelSpec, build_cache, index_pages
 from florence_tune.errors import UsageError
+from florence_tune.model import page_path
 
 COMPILE_PAD_MULTIPLE = 32
 
@@ -37,7 +38,7 @@ COMPILE_PAD_MULTIPLE = 32
 class FastPath:
     """What the trainer uses instead of the defaults when a page flag is on."""
 
-    path: vision.PagePath
+    path: page_path.PagePath
     collator: PixelCollator
     train_data: Any
     eval_data: Any
@@ -50,7 +51,7 @@ def wanted(config) -> bool:
 
 def page_cache_root(setting: str) -> Path:
     if setting == "auto":
-        from florence_tune.tiny import cache_root
+        from florence_tune.model.tiny import cache_root
 
         return cache_root() / "pages"
     return Path(setting).expanduser()
@@ -67,7 +68,7 @@ def build(model, processor, train_data, eval_data, config, max_positions: int) -
     if data.is_stream(train_data):
         raise UsageError("--page-cache, --group-by-page and --feature-cache-mib need a map-style dataset "
                          "(not --streaming or a weighted mixture)")
-    if config.feature_cache_mib and vision.vision_trains(model):
+    if config.feature_cache_mib and page_path.vision_trains(model):
         raise UsageError("--feature-cache-mib needs a frozen vision tower (--strategy freeze-vision): "
                          "a tower that trains changes its features every step")
     spec = PixelSpec.from_processor(processor)
@@ -77,8 +78,8 @@ def build(model, processor, train_data, eval_data, config, max_positions: int) -
                                 seed=config.seed, drop_last=config.compile) if config.group_by_page else None)
     collator = PixelCollator(processor, max_positions=max_positions, max_target_tokens=config.max_target_tokens,
                              pad_to_multiple_of=COMPILE_PAD_MULTIPLE if config.compile else 8)
-    features = vision.FeatureCache(config.feature_cache_mib) if config.feature_cache_mib else None
-    return FastPath(vision.PagePath(spec, features), collator, train_pages, eval_pages, sampler)
+    features = page_path.FeatureCache(config.feature_cache_mib) if config.feature_cache_mib else None
+    return FastPath(page_path.PagePath(spec, features), collator, train_pages, eval_pages, sampler)
 
 
 def page_view(dataset, spec: PixelSpec, config) -> PagePixels:
@@ -94,13 +95,13 @@ def page_view(dataset, spec: PixelSpec, config) -> PagePixels:
 
 def prepare_model(model, config) -> None:
     """Vision-inclusive activation checkpointing, compilation and TF32, as the flags ask."""
-    if config.gradient_checkpointing and vision.vision_trains(model):
-        vision.checkpoint_vision_blocks(model)
+    if config.gradient_checkpointing and page_path.vision_trains(model):
+        page_path.checkpoint_vision_blocks(model)
     if torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     if config.compile:
-        vision.compile_towers(model)
+        page_path.compile_towers(model)
 
 
 def train_loader(trainer, fast: FastPath):

@@ -7,7 +7,7 @@ shipped with the package), saved with ``save_pretrained`` and then loaded back w
 
 Rebuild the shipped tokenizer files (only needed when the corpus below changes)::
 
-    python -m florence_tune.tiny --write-tokenizer-files
+    python -m florence_tune.model.tiny --write-tokenizer-files
 """
 
 from __future__ import annotations
@@ -208,6 +208,6 @@ if __name__ == "__main__":
     import sys
 
     if sys.argv[1:] == ["--write-tokenizer-files"]:
-        write_tokenizer_files(Path(__file__).parent / "assets" / "tiny_tokenizer")
+        write_tokenizer_files(Path(__file__).parent.parent / "assets" / "tiny_tokenizer")
     else:
         print(__doc__)

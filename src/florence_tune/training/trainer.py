@@ -18,12 +18,16 @@ from typing import Any
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from florence_tune import data, distributed, evaluation, modeling, paths, reliability, report, strategies, task_metrics
+from florence_tune import data, distributed, paths
+from florence_tune.batch.collate import Collator, encoder_positions
 from florence_tune.config import TrainConfig, to_yaml
 from florence_tune.data import stream
-from florence_tune.data.collate import Collator, encoder_positions
 from florence_tune.errors import UsageError
-from florence_tune.model_card import write_model_card
+from florence_tune.evaluation import loop, task_metrics
+from florence_tune.model import loading, strategies
+from florence_tune.reporting import report
+from florence_tune.reporting.model_card import write_model_card
+from florence_tune.training import reliability
 
 log = logging.getLogger(__name__)
 BASELINE_TRAIN_SAMPLES = 5000  # enough for the image-blind baseline; bounded so huge sources stay cheap
@@ -55,12 +59,12 @@ def train(config: TrainConfig) -> dict[str, Any]:
     after = trainer.latest_evaluation() if eval_data is not None else {}
 
     final_dir = run_dir / "final"
-    baseline = (evaluation.majority_baseline(itertools.islice(train_data.text_samples(), BASELINE_TRAIN_SAMPLES),
+    baseline = (loop.majority_baseline(itertools.islice(train_data.text_samples(), BASELINE_TRAIN_SAMPLES),
                                              eval_data.text_samples())
                 if eval_data is not None else None)
     summary = summarise_run(config, trainer, before, after, baseline, final_dir)
     if distributed.is_main():  # one writer for everything in the run directory
-        modeling.save(trainer.model, processor, final_dir)
+        loading.save(trainer.model, processor, final_dir)
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         write_model_card(run_dir, config, summary)
         if eval_data is not None:
@@ -73,7 +77,7 @@ def load_model(config: TrainConfig):
     """(model ready for its strategy, processor)."""
     strategy = strategies.parse_strategy(config.strategy)
     quantization = strategies.quantization_config() if strategy is strategies.Strategy.QLORA else None
-    model, processor = modeling.load(config.model, trust_remote_code=config.trust_remote_code,
+    model, processor = loading.load(config.model, trust_remote_code=config.trust_remote_code,
                                      quantization=quantization)
     lora = strategies.LoraSettings(
         rank=config.lora_rank, alpha=config.lora_alpha, dropout=config.lora_dropout,
@@ -81,7 +85,7 @@ def load_model(config: TrainConfig):
         use_dora=config.use_dora, use_rslora=config.use_rslora)
     model = strategies.apply(model, strategy, freeze=_split(config.freeze), lora=lora)
     if strategies.is_adapter_model(model):
-        # Saved adapters name the model spec the user gave, so they reload through modeling.load.
+        # Saved adapters name the model spec the user gave, so they reload through loading.load.
         model.peft_config["default"].base_model_name_or_path = config.model
     return model, processor
 
@@ -183,7 +187,7 @@ def prepare_run_dir(run_dir: Path, config: TrainConfig) -> Path:
 def report_parameters(model) -> None:
     if not distributed.is_main():
         return
-    trainable, total = modeling.count_parameters(model)
+    trainable, total = loading.count_parameters(model)
     print(f"parameters: {trainable:,} trainable / {total:,} total ({100 * trainable / max(total, 1):.1f}%)")
 
 
@@ -241,12 +245,12 @@ def training_arguments(config: TrainConfig, run_dir: Path) -> TrainingArguments:
 def build_trainer(model, processor, train_data, eval_data, config: TrainConfig, run_dir: Path) -> FlorenceTrainer:
     collator = Collator(processor, max_positions=encoder_positions(model),
                         max_target_tokens=config.max_target_tokens)
-    from florence_tune import fastpath
+    from florence_tune.training import loaders
 
-    fast = fastpath.build(model, processor, train_data, eval_data, config, encoder_positions(model))
-    if fast is not None:  # uint8 pages, vision once per page (fastpath.py)
+    fast = loaders.build(model, processor, train_data, eval_data, config, encoder_positions(model))
+    if fast is not None:  # uint8 pages, vision once per page (loaders.py)
         collator, train_data, eval_data = fast.collator, fast.train_data, fast.eval_data
-    fastpath.prepare_model(model, config)
+    loaders.prepare_model(model, config)
     args = training_arguments(config, run_dir)
     return FlorenceTrainer(
         model=model,
@@ -286,7 +290,7 @@ class FlorenceTrainer(reliability.ReliableTrainerMixin, Trainer):
     def __init__(self, *args, generation: dict[str, int], predictions_path: Path, fast=None,
                  metric_names: list[str] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fast = fast  # fastpath.FastPath or None
+        self.fast = fast  # loaders.FastPath or None
         self.generation = generation
         self.metric_names = metric_names  # None: chosen by the samples' tasks (task_metrics)
         self.predictions_path = predictions_path
@@ -316,14 +320,14 @@ class FlorenceTrainer(reliability.ReliableTrainerMixin, Trainer):
         if data.is_stream(self.train_dataset):  # it reads only this rank's shard; see data/stream.py
             return stream.loader(self.train_dataset.forever(), batch_size=self._train_batch_size,
                                  collate_fn=self.data_collator, num_workers=self.args.dataloader_num_workers)
-        if self.fast is not None and self.fast.sampler is not None:  # batches page by page (fastpath.py)
-            from florence_tune.fastpath import train_loader
+        if self.fast is not None and self.fast.sampler is not None:  # batches page by page (loaders.py)
+            from florence_tune.training.loaders import train_loader
 
             return train_loader(self, self.fast)
         return super().get_train_dataloader()
 
     def stream_loss(self, dataset, prefix: str) -> dict[str, float]:
-        """Evaluation loss over a stream, each rank on its own shard (see ``evaluation.mean_loss``)."""
+        """Evaluation loss over a stream, each rank on its own shard (see ``loop.mean_loss``)."""
         self.model.eval()
         batches = stream.loader(dataset, batch_size=self.args.per_device_eval_batch_size,
                                 collate_fn=self.data_collator, num_workers=0)
@@ -332,7 +336,7 @@ class FlorenceTrainer(reliability.ReliableTrainerMixin, Trainer):
             with self.compute_loss_context_manager():
                 return self.compute_loss(self.model, self._prepare_inputs(batch))
 
-        loss = evaluation.mean_loss(loss_of, batches)
+        loss = loop.mean_loss(loss_of, batches)
         metrics = {f"{prefix}_loss": loss} if loss is not None else {}
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
@@ -352,14 +356,14 @@ class FlorenceTrainer(reliability.ReliableTrainerMixin, Trainer):
         return output
 
     def generation_metrics(self, dataset, prefix: str) -> dict[str, float]:
-        records, skipped = evaluation.predict_dataset(
+        records, skipped = loop.predict_dataset(
             self.model, self.processing_class, dataset,
             batch_size=self.args.per_device_eval_batch_size, num_workers=self.args.dataloader_num_workers,
             **self.generation,
         )
         if distributed.is_main():
-            evaluation.write_predictions(records, self.predictions_path)
-        summary = evaluation.summarise(records, self.metric_names)
+            loop.write_predictions(records, self.predictions_path)
+        summary = loop.summarise(records, self.metric_names)
         # every number of the summary (VQA: anls, exact_match, n; <OD>: map, map_50, n...); None = nothing scored
         result = {f"{prefix}_{name}": value for name, value in summary.items()
                   if isinstance(value, int | float) and not isinstance(value, bool)}

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from florence_tune.data.collate import Collator
+from florence_tune.batch.collate import Collator
 from florence_tune.data.sample import ALTERED
 
 

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from florence_tune import distributed
-from florence_tune.data.page_batches import PixelCollator, length_sorted_batches
-from florence_tune.data.pages import PagePixels, PixelSpec, index_pages, text_item
+from florence_tune.batch.page_batches import PixelCollator, length_sorted_batches
+from florence_tune.batch.pages import PagePixels, PixelSpec, index_pages, text_item
 from florence_tune.data.sample import Sample
 from florence_tune.errors import UsageError
 
@@ -82,9 +82,9 @@ def predict(model, processor, dataset, *, batch_size: int, num_beams: int, max_n
     """
     from tqdm.auto import tqdm
 
-    from florence_tune.data.collate import encoder_positions
-    from florence_tune.evaluation import decode_answers, generation_config, score_record
-    from florence_tune.vision import PagePath
+    from florence_tune.batch.collate import encoder_positions
+    from florence_tune.evaluation.loop import decode_answers, generation_config, score_record
+    from florence_tune.model.page_path import PagePath
 
     model.eval()
     spec = PixelSpec.from_processor(processor)

@@ -81,11 +81,11 @@ def convert(config) -> Path:
         tokenizer = build_tokenizer(source, Path(scratch))
     model = build_model(original, native_state, tokenizer)
     processor = build_processor(source, tokenizer, model.config)
-    from florence_tune import modeling
+    from florence_tune.model import loading
 
     if destination.exists():
         shutil.rmtree(destination)
-    return modeling.save(model, processor, destination)
+    return loading.save(model, processor, destination)
 
 
 def _check_paths(source: str | None, destination: str | None, overwrite: bool) -> tuple[Path, Path]:
@@ -216,7 +216,7 @@ def build_tokenizer(source: Path, scratch: Path):
     """The checkpoint's BART tokenizer with Florence-2's added tokens (original order) and ``<image>``."""
     from transformers import AddedToken, BartTokenizer
 
-    from florence_tune.tiny import FLORENCE_MARKER_TOKENS, IMAGE_TOKEN
+    from florence_tune.model.tiny import FLORENCE_MARKER_TOKENS, IMAGE_TOKEN
 
     tokenizer = BartTokenizer.from_pretrained(str(source))
     vocabulary = tokenizer.get_vocab()
@@ -271,7 +271,7 @@ def build_processor(source: Path, tokenizer, config):
     """``Florence2Processor`` with a CLIP image processor sized as the original's, no code of its own."""
     from transformers import CLIPImageProcessorPil, Florence2Processor
 
-    from florence_tune.tiny import POST_PROCESSOR_CONFIG
+    from florence_tune.model.tiny import POST_PROCESSOR_CONFIG
 
     settings = _read_json(source / "preprocessor_config.json")
     size = settings.get("size") or {"height": 768, "width": 768}

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from florence_tune import modeling, strategies
 from florence_tune.config import ExportConfig
 from florence_tune.errors import UsageError
+from florence_tune.model import loading, strategies
 
 
 def export(config: ExportConfig) -> Path:
@@ -21,9 +21,9 @@ def export(config: ExportConfig) -> Path:
     output = Path(config.output)
     if output.exists() and any(output.iterdir()):
         raise UsageError(f"--output '{output}' is not empty; choose a new folder")
-    model, processor = modeling.load(config.model, trust_remote_code=config.trust_remote_code)
+    model, processor = loading.load(config.model, trust_remote_code=config.trust_remote_code)
     if strategies.is_adapter_model(model):
         if not config.merge:
             raise UsageError(f"'{config.model}' holds LoRA adapters; pass --merge to fold them into a full model")
         model = model.merge_and_unload()
-    return modeling.save(model, processor, output)
+    return loading.save(model, processor, output)

@@ -33,7 +33,7 @@ from typing import Any
 import datasets
 from PIL import Image
 
-from florence_tune.data.synthetic_layouts import DESIGN_HEIGHT, DESIGN_WIDTH, LAYOUTS, Page
+from florence_tune.data.synthetic.layouts import DESIGN_HEIGHT, DESIGN_WIDTH, LAYOUTS, Page
 
 # Bump whenever rendering, questions or stored columns change: the READY marker embeds it, so cached
 # datasets built by an older generator are rebuilt instead of silently reused.

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from florence_tune.data.collate import IGNORE_INDEX
+from florence_tune.batch.collate import IGNORE_INDEX
 
 
 class NaiveCollate:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from florence_tune.data import docvqa
+from florence_tune.data.adapters import docvqa
 from florence_tune.data.rows import Item
 from florence_tune.data.sample import Sample, Skipped
 from florence_tune.errors import UsageError

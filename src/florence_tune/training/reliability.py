@@ -28,9 +28,9 @@ import torch
 import yaml
 from transformers import ProgressCallback, TrainerCallback
 
-from florence_tune import checkpoints
 from florence_tune.config import TrainConfig, build
 from florence_tune.errors import FlorenceTuneError, Stopped, UsageError
+from florence_tune.training import checkpoints
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from typing import Any
 
 import yaml
 
-from florence_tune import metrics
 from florence_tune.errors import UsageError
+from florence_tune.evaluation import metrics
 
 GALLERY_SIZE = 12
 THUMBNAIL = (320, 320)

@@ -10,13 +10,13 @@ from typing import Any
 
 import torch
 
-from florence_tune import modeling
+from florence_tune.batch.collate import Collator, encoder_positions
 from florence_tune.config import PredictConfig
-from florence_tune.data.collate import Collator, encoder_positions
 from florence_tune.data.images import BadImage, open_image
 from florence_tune.data.sample import Sample
 from florence_tune.errors import FlorenceTuneError, UsageError
-from florence_tune.evaluation import generation_config
+from florence_tune.evaluation.loop import generation_config
+from florence_tune.model import loading
 
 # Tasks whose output carries location tokens that the processor turns into pixel coordinates.
 STRUCTURED_TASKS = {"<OD>", "<DENSE_REGION_CAPTION>", "<REGION_PROPOSAL>", "<CAPTION_TO_PHRASE_GROUNDING>",
@@ -31,7 +31,7 @@ def predict(config: PredictConfig) -> Any:
         image = open_image(config.image)
     except BadImage as exc:
         raise FlorenceTuneError(f"cannot read image '{config.image}': {exc}") from None
-    model, processor = modeling.load(config.model, trust_remote_code=config.trust_remote_code)
+    model, processor = loading.load(config.model, trust_remote_code=config.trust_remote_code)
     collator = Collator(processor, max_positions=encoder_positions(model), with_labels=False)
     batch = collator.encode([Sample(id="0", image=image, prompt=prompt, target="")])
     gen = generation_config(processor, num_beams=config.num_beams, max_new_tokens=config.max_new_tokens)

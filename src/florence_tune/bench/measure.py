@@ -27,10 +27,13 @@ from typing import Any
 
 import torch
 
-from florence_tune import bench_naive, bench_parts, flops, vision
+from florence_tune.batch.pages import PixelSpec
+from florence_tune.bench import flops
+from florence_tune.bench import naive as bench_naive
+from florence_tune.bench import parts as bench_parts
 from florence_tune.config import BenchConfig
-from florence_tune.data.pages import PixelSpec
 from florence_tune.errors import UsageError
+from florence_tune.model import page_path
 
 PARTS = ("train", "loader", "e2e", "eval", "count")
 
@@ -39,7 +42,7 @@ def run(config: BenchConfig) -> dict[str, Any]:
     """The ``bench`` command: one measurement set, or a suite of them."""
     validate(config)
     if config.suite:
-        from florence_tune.bench_suite import run_suite
+        from florence_tune.bench.suite import run_suite
 
         result = run_suite(config)
     else:
@@ -136,7 +139,7 @@ def host_batch(processor, config: BenchConfig) -> dict[str, Any]:
 
 def count_part(model, processor, config: BenchConfig) -> dict[str, Any]:
     """FLOPs per question and activation memory of one step, with and without checkpointing (no timing)."""
-    from florence_tune import strategies
+    from florence_tune.model import strategies
 
     strategies.apply(model, strategies.parse_strategy(config.strategy))
     spec = PixelSpec.from_processor(processor)
@@ -154,8 +157,8 @@ def train_part(model, processor, config: BenchConfig, device: torch.device, comp
     host = host_batch(processor, config)
     bench_parts.prepare(model, strategy=config.strategy, gradient_checkpointing=config.gradient_checkpointing,
                         compile_backend=compile_backend if config.compile else None)
-    features = vision.FeatureCache(2**20) if config.feature_cache else None
-    path = vision.PagePath(spec, features)
+    features = page_path.FeatureCache(2**20) if config.feature_cache else None
+    path = page_path.PagePath(spec, features)
     step = bench_parts.train_step(model, bench_parts.fast_optimizer(model), path, config.bf16)
     batch = bench_parts.to_device(host, device)
     counted = bench_parts.count_flops(model, host, spec, feature_cache=config.feature_cache)
@@ -228,8 +231,8 @@ def _close(loaders: dict[str, Any]) -> None:
 
 def eval_part(config: BenchConfig, device: torch.device, source) -> dict[str, Any]:
     """Generation over the page source with fixed-length answers: the page path, and the naive loop."""
-    from florence_tune import page_eval
-    from florence_tune.evaluation import generation_config
+    from florence_tune.evaluation import page_loop
+    from florence_tune.evaluation.loop import generation_config
 
     model, processor = bench_parts.load_model(config.model, config.image_size, device, config.seed)
     model.eval()
@@ -239,7 +242,7 @@ def eval_part(config: BenchConfig, device: torch.device, source) -> dict[str, An
 
     def fast(dataset):
         with autocast:
-            return page_eval.predict(model, processor, dataset, batch_size=batch_size, num_beams=config.eval_beams,
+            return page_loop.predict(model, processor, dataset, batch_size=batch_size, num_beams=config.eval_beams,
                                      max_new_tokens=config.answer_tokens, num_workers=config.workers,
                                      progress=False, generation_overrides=fixed)
 

@@ -23,8 +23,9 @@ import io
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from florence_tune import metrics, tasks
+from florence_tune import tasks
 from florence_tune.errors import UsageError
+from florence_tune.evaluation import metrics
 
 TEXT_DEFAULT = ("anls", "exact_match")
 DEFAULTS: dict[str, tuple[str, ...]] = {

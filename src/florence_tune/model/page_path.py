@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from florence_tune.data.pages import PixelSpec
+from florence_tune.batch.pages import PixelSpec
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from florence_tune.data.sample import ALTERED, Sample
-from florence_tune.data.sheet import Card, draw
+from florence_tune.reporting.sheet import Card, draw
 
 TOKENIZE_BATCH = 256
 
@@ -139,9 +139,10 @@ def tokenizer_of(model: str):
 
     from transformers import AutoTokenizer
 
-    from florence_tune import hub, modeling
+    from florence_tune import hub
+    from florence_tune.model import loading
 
-    location = modeling.resolve_model_path(model)
+    location = loading.resolve_model_path(model)
     if not Path(location).exists():
         hub.prepare_for_hub()
     return AutoTokenizer.from_pretrained(location)

@@ -13,7 +13,7 @@ from functools import lru_cache
 
 from PIL import Image, ImageDraw, ImageFont
 
-from florence_tune.data.synthetic_vocabulary import (
+from florence_tune.data.synthetic.vocabulary import (
     CITIES,
     FORM_OPTIONS,
     FORM_TITLES,

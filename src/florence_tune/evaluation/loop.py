@@ -13,9 +13,10 @@ from typing import Any
 
 import torch
 
-from florence_tune import distributed, metrics, paths, task_metrics, tasks
-from florence_tune.data.collate import Collator, encoder_positions
+from florence_tune import distributed, paths, tasks
+from florence_tune.batch.collate import Collator, encoder_positions
 from florence_tune.data.sample import Sample
+from florence_tune.evaluation import metrics, task_metrics
 
 
 def generation_config(processor, *, num_beams: int, max_new_tokens: int):
@@ -108,15 +109,15 @@ def predict_dataset(model, processor, dataset, *, batch_size: int, num_beams: in
 
     Under torchrun each rank generates for its own disjoint share of the split and the records are
     gathered, so every rank returns the same complete list, in dataset order, each question once.
-    Map-style datasets take the page path (page_eval.py: pages decoded once, vision once per page,
+    Map-style datasets take the page path (page_loop.py: pages decoded once, vision once per page,
     length-sorted batches, ``num_workers`` loader processes); streams the loop below.
     """
     from tqdm.auto import tqdm
 
-    from florence_tune import page_eval
+    from florence_tune.evaluation import page_loop
 
-    if page_eval.applies(dataset, processor):
-        return page_eval.predict(model, processor, dataset, batch_size=batch_size, num_beams=num_beams,
+    if page_loop.applies(dataset, processor):
+        return page_loop.predict(model, processor, dataset, batch_size=batch_size, num_beams=num_beams,
                                  max_new_tokens=max_new_tokens, num_workers=num_workers, progress=progress)
     model.eval()
     collator = Collator(processor, max_positions=encoder_positions(model), with_labels=False)
@@ -224,8 +225,9 @@ def write_predictions(records: list[dict[str, Any]], path: str | Path) -> Path:
 
 def run_evaluation(config) -> dict[str, Any]:
     """The ``evaluate`` command: generate over a split, write predictions, return the summary."""
-    from florence_tune import data, modeling
+    from florence_tune import data
     from florence_tune.errors import UsageError
+    from florence_tune.model import loading
 
     if not config.model:
         raise UsageError("evaluate needs --model (e.g. --model runs/demo, --model tiny or a hub id)")
@@ -239,7 +241,7 @@ def run_evaluation(config) -> dict[str, Any]:
         dataset = data.load(config.dataset, config.split, config.task_prompt, limit=config.max_samples,
                             clean_questions=config.clean_questions, streaming=config.streaming,
                             multi_image=config.multi_image, holdout_rows=config.holdout_rows)
-        model, processor = modeling.load(config.model, trust_remote_code=config.trust_remote_code)
+        model, processor = loading.load(config.model, trust_remote_code=config.trust_remote_code)
     model.to(state.device)
     records, skipped = predict_dataset(model, processor, dataset, batch_size=config.batch_size,
                                        num_beams=config.num_beams, max_new_tokens=config.max_new_tokens,
@@ -253,7 +255,7 @@ def run_evaluation(config) -> dict[str, Any]:
         if config.report and not predict_only:
             from dataclasses import asdict
 
-            from florence_tune.report import write_evaluation_report
+            from florence_tune.reporting.report import write_evaluation_report
 
             path = Path(config.output).with_name("report.html")
             write_evaluation_report(records, summary, asdict(config), dataset, path, column=config.group_by)
