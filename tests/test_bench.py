@@ -88,3 +88,22 @@ def test_train_with_page_cache_and_grouping(tmp_path, capsys):
     summary = last_json_line(capsys.readouterr().out)
     assert summary["steps"] == 2 and summary["anls_after"] is not None
     assert list((tmp_path / "pages").glob("pages-128x128-*/pixels.npy"))
+
+
+def test_bench_prepares_the_model_with_the_code_training_runs(monkeypatch, tmp_path, capsys):
+    """--gradient-checkpointing in bench measures the mechanism train uses: one function, same arguments."""
+    from florence_tune.model import acceleration
+
+    calls = []
+    real = acceleration.prepare
+
+    def recording(model, **kwargs):
+        calls.append(kwargs)
+        return real(model, **kwargs)
+
+    monkeypatch.setattr(acceleration, "prepare", recording)
+    assert main(["bench", "--parts", "train", "--steps", "1", "--warmup", "0", "--batch-size", "2",
+                 "--gradient-checkpointing"]) == 0
+    assert main(["train", "--max-steps", "1", "--batch-size", "2", "--eval-split", "none", "--report-to", "none",
+                 "--gradient-checkpointing", "--output-dir", str(tmp_path / "run")]) == 0
+    assert len(calls) == 2 and calls[0] == calls[1] == {"gradient_checkpointing": True, "compile_backend": None}

@@ -88,7 +88,8 @@ def test_predict_answers_a_question(trained_run, image_file, capsys):
     from florence_tune.batch.collate import Collator, encoder_positions
     from florence_tune.data.images import open_image
     from florence_tune.data.sample import Sample
-    from florence_tune.evaluation import loop
+    from florence_tune.evaluation import generation
+    from florence_tune.evaluation.generation import Decoding
     from florence_tune.model import loading
 
     assert main(["predict", "--model", str(trained_run), "--image", str(image_file), "--question", "Total?",
@@ -97,8 +98,8 @@ def test_predict_answers_a_question(trained_run, image_file, capsys):
     model, processor = loading.load(str(trained_run))
     batch = Collator(processor, max_positions=encoder_positions(model), with_labels=False).encode(
         [Sample("0", open_image(image_file), "<VQA>Total?", "")])
-    expected = loop.generate(model, processor, batch,
-                                   loop.generation_config(processor, num_beams=2, max_new_tokens=6))
+    expected = generation.generate(model, processor, batch,
+                                   generation.generation_config(processor, Decoding(num_beams=2, max_new_tokens=6)))
     assert printed == expected[0] + "\n"
 
 

@@ -13,7 +13,7 @@ from florence_tune.batch.collate import Collator, encoder_positions
 from florence_tune.cli import main
 from florence_tune.data.sample import Sample
 from florence_tune.errors import UsageError
-from florence_tune.evaluation.loop import generate, generation_config
+from florence_tune.evaluation.generation import Decoding, generate, generation_config
 from florence_tune.model import loading, tiny
 
 # Native name → original name, written independently of convert.RENAMES (the other direction).
@@ -124,9 +124,7 @@ def native():
 def batch_for(model, processor, page_image):
     samples = [Sample("1", page_image, "<OD>", "header<loc_10><loc_20><loc_900><loc_300>"),
                Sample("2", page_image, "<VQA>What is the total?", "$12.50")]
-    batch = Collator(processor, max_positions=encoder_positions(model))(samples)
-    batch.pop("stats")
-    return batch
+    return Collator(processor, max_positions=encoder_positions(model))(samples).inputs
 
 
 def test_original_layout_converts_to_identical_logits_and_answers(native, page_image, tmp_path, capsys):
@@ -149,7 +147,7 @@ def test_original_layout_converts_to_identical_logits_and_answers(native, page_i
     # (absent from the original) is the one new row.
     torch.testing.assert_close(theirs[..., : len(kept_rows(processor))], ours[..., kept_rows(processor)],
                                rtol=0, atol=1e-6)
-    config = generation_config(processor, num_beams=2, max_new_tokens=12)
+    config = generation_config(processor, Decoding(num_beams=2, max_new_tokens=12))
     plain = {k: v for k, v in batch_for(model, processor, page_image).items() if k != "labels"}
     plain_converted = {k: v for k, v in batch_for(converted, converted_processor, page_image).items() if k != "labels"}
     assert generate(model, processor, plain, config) == generate(converted, converted_processor, plain_converted,
@@ -168,10 +166,10 @@ def test_unknown_weights_are_named_in_one_line(native, tmp_path):
 
 
 def main_convert(source, destination):
+    from florence_tune.commands import convert
     from florence_tune.config import ConvertConfig
-    from florence_tune.model.convert import convert
 
-    return convert(ConvertConfig(source=str(source), destination=str(destination)))
+    return convert.run(ConvertConfig(source=str(source), destination=str(destination)))
 
 
 def test_refuses_native_checkpoints_and_full_destinations(tmp_path, capsys):

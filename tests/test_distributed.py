@@ -40,10 +40,12 @@ def run_worker(tmp: Path, nproc: int, **settings) -> list[dict[str, torch.Tensor
     return [load_file(str(tmp / f"weights-rank{r}.safetensors")) for r in range(nproc)]
 
 
-def test_two_processes_end_with_bit_identical_weights(tmp_path):
-    rank0, rank1 = run_worker(tmp_path, 2, max_steps=3, batch_size=2)
+def test_two_processes_end_with_bit_identical_weights_and_keep_the_strategy(tmp_path):
+    rank0, rank1 = run_worker(tmp_path, 2, max_steps=3, batch_size=2, strategy="freeze-vision")
     initial = load_file(str(Path(os.environ["FLORENCE_TUNE_CACHE"]) / "tiny-v3" / "model.safetensors"))
-    assert any(not torch.equal(rank0[k], initial[k]) for k in initial if k in rank0), "training changed nothing"
+    vision = [k for k in initial if k.startswith("model.vision_tower.")]
+    assert vision and all(torch.equal(rank0[k], initial[k]) for k in vision), "the frozen tower moved"
+    assert any(not torch.equal(rank0[k], initial[k]) for k in initial if k not in vision), "training changed nothing"
     for name in rank0:
         assert torch.equal(rank0[name], rank1[name]), name
 
@@ -159,12 +161,12 @@ def test_rendezvous_that_cannot_form_names_the_endpoint(tmp_path):
 
 
 def test_fsdp_and_deepspeed_map_onto_the_trainer(tmp_path):
+    from florence_tune.commands.train import sharding_arguments, training_arguments, validate
     from florence_tune.config import TrainConfig
     from florence_tune.errors import UsageError
-    from florence_tune.training.trainer import sharding_arguments, training_arguments
 
     args = training_arguments(TrainConfig(fsdp=True), tmp_path)
     assert args.fsdp and "Florence2VisionBlock" in args.fsdp_config["transformer_layer_cls_to_wrap"]
     assert sharding_arguments(TrainConfig()) == {}
     with pytest.raises(UsageError, match="choose one"):
-        sharding_arguments(TrainConfig(fsdp=True, deepspeed="ds.json"))
+        validate(TrainConfig(fsdp=True, deepspeed="ds.json"))

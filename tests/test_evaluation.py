@@ -5,18 +5,17 @@ import torch
 from florence_tune.batch.collate import Collator, encoder_positions
 from florence_tune.data import Skipped
 from florence_tune.data.sample import Sample
-from florence_tune.evaluation import loop
+from florence_tune.evaluation import generation, loop, records
+from florence_tune.evaluation.generation import Decoding
 
 
 def encode(tiny, samples):
     model, processor = tiny
-    batch = Collator(processor, max_positions=encoder_positions(model), with_labels=False)(samples)
-    batch.pop("stats")
-    return batch
+    return Collator(processor, max_positions=encoder_positions(model), with_labels=False)(samples).inputs
 
 
 def test_generation_options_are_explicit(tiny):
-    config = loop.generation_config(tiny[1], num_beams=3, max_new_tokens=20)
+    config = generation.generation_config(tiny[1], Decoding(num_beams=3, max_new_tokens=20))
     assert config.no_repeat_ngram_size == 0
     assert config.forced_bos_token_id is None and config.forced_eos_token_id is None
     assert (config.num_beams, config.max_new_tokens, config.do_sample) == (3, 20, False)
@@ -25,7 +24,7 @@ def test_generation_options_are_explicit(tiny):
 def test_checkpoint_generation_defaults_do_not_leak_in(fresh_tiny, page_image):
     model, processor = fresh_tiny
     batch = encode(fresh_tiny, [Sample("1", page_image, "<VQA>What is the total?", "")])
-    config = loop.generation_config(processor, num_beams=1, max_new_tokens=12)
+    config = generation.generation_config(processor, Decoding(num_beams=1, max_new_tokens=12))
     ids_before = model.generate(**batch, generation_config=config)
     # A BART-style checkpoint default that would forbid repeating any token.
     model.generation_config.no_repeat_ngram_size = 1
@@ -37,13 +36,13 @@ def test_checkpoint_generation_defaults_do_not_leak_in(fresh_tiny, page_image):
 
 def test_padded_batch_gives_same_answers_as_alone(tiny, page_image):
     model, processor = tiny
-    config = loop.generation_config(processor, num_beams=1, max_new_tokens=8)
+    config = generation.generation_config(processor, Decoding(num_beams=1, max_new_tokens=8))
     short = Sample("1", page_image, "<VQA>Total?", "")
     long = Sample("2", page_image, "<VQA>" + "What is written in the box at the top of the page " * 4, "")
-    alone = loop.generate(model, processor, encode(tiny, [short]), config)
+    alone = generation.generate(model, processor, encode(tiny, [short]), config)
     padded_batch = encode(tiny, [short, long])
     assert padded_batch["attention_mask"][0].sum() < padded_batch["attention_mask"][1].sum()
-    together = loop.generate(model, processor, padded_batch, config)
+    together = generation.generate(model, processor, padded_batch, config)
     assert together[0] == alone[0]
 
 
@@ -53,23 +52,28 @@ def test_majority_baseline_answers_most_frequent_per_group():
 
     train = [sample("colour", "red"), sample("colour", "red"), sample("colour", "blue"), sample("type", "form")]
     evaluation_set = [sample("colour", "red"), sample("colour", "blue"), sample("type", "form")]
-    assert loop.majority_baseline(train, evaluation_set) == 2 / 3
+    assert records.majority_baseline(train, evaluation_set) == 2 / 3
 
 
-class ListDataset(list):
-    pass
+class InMemory(list):
+    """What the evaluation loop asks of a split, over a list: this rank's keyed share, no page view."""
+
+    random_access = False
+
+    def share(self):
+        return (((index, 0), item) for index, item in enumerate(self)), len(self)
 
 
 def test_predict_dataset_counts_skipped_rows_and_scores(tiny, page_image):
     model, processor = tiny
-    data = ListDataset([Sample("1", page_image, "<VQA>a?", "x", ["x"], {"question": "a?"}), Skipped("image_corrupt"),
+    data = InMemory([Sample("1", page_image, "<VQA>a?", "x", ["x"], {"question": "a?"}), Skipped("image_corrupt"),
                         Sample("2", page_image, "<VQA>b?", "y", ["y"], {"question": "b?"})])
-    records, skipped = loop.predict_dataset(model, processor, data, batch_size=2, num_beams=1,
-                                                  max_new_tokens=4, progress=False)
-    assert [r["question_id"] for r in records] == ["1", "2"]
+    found, skipped = loop.predict_dataset(model, processor, data, batch_size=2,
+                                          decoding=Decoding(num_beams=1, max_new_tokens=4), progress=False)
+    assert [r["question_id"] for r in found] == ["1", "2"]
     assert skipped == {"skipped_image_corrupt": 1}
-    assert {"question_id", "question", "prediction", "references", "anls"} <= set(records[0])
-    summary = loop.summarise(records)
+    assert {"question_id", "question", "prediction", "references", "anls"} <= set(found[0])
+    summary = records.summarise(found)
     assert summary["n"] == 2 and 0.0 <= summary["anls"] <= 1.0
 
 
@@ -80,4 +84,4 @@ def test_majority_baseline_reads_each_input_once_and_falls_back_to_the_overall_a
     train = [sample("colour", "red"), sample("colour", "red"), sample("type", "form")]
     unseen_group = [sample("date", "red"), sample("colour", "red")]  # no training question of type 'date'
     # iterators, as training passes them: the fallback is the most frequent answer overall ('red'), not ''
-    assert loop.majority_baseline(iter(train), iter(unseen_group)) == 1.0
+    assert records.majority_baseline(iter(train), iter(unseen_group)) == 1.0

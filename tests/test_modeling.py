@@ -8,7 +8,7 @@ import torch
 from florence_tune.batch.collate import Collator, encoder_positions
 from florence_tune.data.sample import Sample
 from florence_tune.errors import FlorenceTuneError, UsageError
-from florence_tune.evaluation.loop import generate, generation_config
+from florence_tune.evaluation.generation import Decoding, generate, generation_config
 from florence_tune.model import loading
 
 
@@ -60,9 +60,8 @@ def test_save_reload_gives_identical_logits_and_predictions(fresh_tiny, page_ima
     collator = Collator(processor, max_positions=encoder_positions(model))
     samples = [Sample("1", page_image, "<VQA>What is the total?", "12.50"),
                Sample("2", page_image, "<VQA>What colour is the page?", "red")]
-    batch = collator(samples)
-    batch.pop("stats")
-    config = generation_config(processor, num_beams=2, max_new_tokens=8)
+    batch = collator(samples).inputs
+    config = generation_config(processor, Decoding(num_beams=2, max_new_tokens=8))
     with torch.no_grad():
         torch.testing.assert_close(model.eval()(**batch).logits, reloaded(**batch).logits, rtol=0, atol=0)
     inputs = {k: v for k, v in batch.items() if k != "labels"}

@@ -26,10 +26,11 @@ from transformers import TrainerCallback
 from florence_tune import data
 from florence_tune.batch.collate import Collator, encoder_positions
 from florence_tune.cli import main
+from florence_tune.commands import train as train_command
 from florence_tune.data import synthetic
 from florence_tune.data.sample import Sample
-from florence_tune.model import loading
-from florence_tune.training import checkpoints, trainer
+from florence_tune.model import checkpoints, loading
+from florence_tune.training import trainer
 
 # 16 samples, batch 2: 8 steps per epoch, 16 in all; every interruption below lands inside an epoch.
 RUN = ["--dataset", "synthetic", "--max-train-samples", "16", "--batch-size", "2", "--epochs", "2",
@@ -223,7 +224,7 @@ def test_nonfinite_steps_are_skipped_counted_and_a_streak_stops_the_run(tmp_path
         return loss
 
     probe = Probe()
-    real_build = trainer.build_trainer
+    real_build = train_command.build_trainer
 
     def build_with_probe(*args, **kwargs):
         trainer = real_build(*args, **kwargs)
@@ -231,7 +232,7 @@ def test_nonfinite_steps_are_skipped_counted_and_a_streak_stops_the_run(tmp_path
         return trainer
 
     monkeypatch.setattr(trainer.FlorenceTrainer, "compute_loss", compute_loss)
-    monkeypatch.setattr(trainer, "build_trainer", build_with_probe)
+    monkeypatch.setattr(train_command, "build_trainer", build_with_probe)
     run_dir = tmp_path / "run"
     argv = ["train", *RUN, "--max-steps", "12", "--save-steps", "100", "--max-nonfinite-steps", "3",
             "--output-dir", str(run_dir)]
@@ -367,7 +368,7 @@ def test_run_config_leaves_out_per_invocation_flags(reference):
 def test_checkpoints_hold_safetensors_weights_and_nothing_loads_pickles(reference):
     checkpoint = checkpoints.newest_complete(reference)
     assert (checkpoint / "model.safetensors").exists() and not (checkpoint / "pytorch_model.bin").exists()
-    source = Path(trainer.__file__).parent
+    source = Path(trainer.__file__).parents[1]  # the whole package
     for path in source.rglob("*.py"):
         text = path.read_text()
         assert "weights_only=False" not in text and "pickle.load" not in text, path
@@ -415,14 +416,14 @@ def test_arbitrary_bytes_as_an_image_file_are_skipped_and_counted(payload, colla
 
     dataset = data.load(str(folder / "dataset"), "train")
     items = [dataset[0], dataset[1]]
-    batch = collator(items)
+    batch, stats = collator(items)
     event("decoded" if isinstance(items[0], Sample) else items[0].reason)
     assert isinstance(items[1], Sample)
     if isinstance(items[0], Sample):  # the bytes happened to be a decodable image
-        assert batch["pixel_values"].shape[0] == 2 and not batch["stats"]
+        assert batch["pixel_values"].shape[0] == 2 and not stats
     else:
         assert items[0].reason.startswith("image_")
-        assert batch["stats"] == {f"skipped_{items[0].reason}": 1} and batch["pixel_values"].shape[0] == 1
+        assert stats == {f"skipped_{items[0].reason}": 1} and batch["pixel_values"].shape[0] == 1
 
 
 def test_resumed_metrics_forget_the_repeated_steps_and_a_line_cut_by_a_kill(tmp_path):

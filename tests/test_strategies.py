@@ -5,10 +5,10 @@ import torch
 from safetensors.torch import load_file
 
 from florence_tune.cli import main
+from florence_tune.commands.train import run as train
 from florence_tune.config import TrainConfig
 from florence_tune.errors import UsageError
 from florence_tune.model import loading, strategies
-from florence_tune.training.trainer import train
 
 QUICK = dict(max_steps=4, batch_size=4, max_train_samples=16, eval_split="none", lr=1e-3, save_steps=100)
 
@@ -63,8 +63,7 @@ def test_lora_trains_adapters_only_and_merge_matches(tmp_path, page_image):
     from florence_tune.data.sample import Sample
 
     batch = Collator(processor, max_positions=encoder_positions(merged))(
-        [Sample("1", page_image, "<VQA>What is the total?", "12.50")])
-    batch.pop("stats")
+        [Sample("1", page_image, "<VQA>What is the total?", "12.50")]).inputs
     with torch.no_grad():
         torch.testing.assert_close(merged(**batch).logits, adapted(**batch).logits, rtol=1e-4, atol=1e-5)
 

@@ -3,7 +3,7 @@
 import pytest
 
 from florence_tune.errors import UsageError
-from florence_tune.evaluation import loop, task_metrics
+from florence_tune.evaluation import records, task_metrics
 
 
 def text(task, prediction, *references, group="all"):
@@ -44,7 +44,7 @@ def test_map_is_one_coco_evaluation_over_the_whole_set():
     whole = task_metrics.detection_map([a, b])
     per_batch = (task_metrics.detection_map([a])["map_50"] + task_metrics.detection_map([b])["map_50"]) / 2
     assert whole["map_50"] == pytest.approx(0.4422, abs=1e-3) and abs(whole["map_50"] - per_batch) > 0.05
-    assert loop.summarise([a, b])["map_50"] == whole["map_50"]
+    assert records.summarise([a, b])["map_50"] == whole["map_50"]
     perfect = boxes([("x", [0, 0, 50, 50]), ("y", [10, 60, 90, 95])], [("y", [10, 60, 90, 95]), ("x", [0, 0, 50, 50])])
     assert task_metrics.detection_map([perfect]) == {"map": pytest.approx(1.0), "map_50": pytest.approx(1.0)}
     assert task_metrics.detection_map([boxes([("x", [0, 0, 50, 50])], [])]) == {"map": 0.0, "map_50": 0.0}
@@ -54,23 +54,23 @@ def test_map_is_one_coco_evaluation_over_the_whole_set():
 
 def test_metrics_follow_the_task_and_vqa_output_is_unchanged():
     vqa = [text("<VQA>", "red", "red", group="page_colour"), text("<VQA>", "blu", "blue", group="page_colour")]
-    summary = loop.summarise(vqa)
+    summary = records.summarise(vqa)
     assert set(summary) == {"anls", "exact_match", "n", "anls_by_group"}
     assert summary["exact_match"] == 0.5 and summary["n"] == 2
-    assert set(loop.summarise([text("<OCR>", "ab", "ab")])) == {"cer", "wer", "n"}
-    assert set(loop.summarise([text("<CAPTION>", "a b c d", "a b c d")])) == {"bleu", "n"}
-    assert set(loop.summarise([boxes([("x", [0, 0, 5, 5])], [])])) == {"map", "map_50", "n"}
+    assert set(records.summarise([text("<OCR>", "ab", "ab")])) == {"cer", "wer", "n"}
+    assert set(records.summarise([text("<CAPTION>", "a b c d", "a b c d")])) == {"bleu", "n"}
+    assert set(records.summarise([boxes([("x", [0, 0, 5, 5])], [])])) == {"map", "map_50", "n"}
     # a mixed set scores each task with its own metrics, over its own records only
-    mixed = loop.summarise([*vqa, text("<OCR>", "zzz", "TOTAL"), boxes([("x", [0, 0, 5, 5])], [])])
+    mixed = records.summarise([*vqa, text("<OCR>", "zzz", "TOTAL"), boxes([("x", [0, 0, 5, 5])], [])])
     assert mixed["anls"] == summary["anls"] and mixed["n"] == 4 and {"cer", "wer", "map", "map_50"} <= set(mixed)
 
 
 def test_an_explicit_list_replaces_the_choice():
-    records = [text("<VQA>", "red", "red"), text("<OCR>", "TOTAL", "TOTAL 1")]
-    summary = loop.summarise(records, task_metrics.parse_names("cer, anls"))
+    found = [text("<VQA>", "red", "red"), text("<OCR>", "TOTAL", "TOTAL 1")]
+    summary = records.summarise(found, task_metrics.parse_names("cer, anls"))
     assert set(summary) == {"cer", "anls", "n", "anls_by_group"}
-    assert summary["anls"] == pytest.approx((1.0 + task_metrics.anls([records[1]])) / 2)  # over every record
-    assert loop.summarise([], None) == {"anls": 0.0, "exact_match": 0.0, "n": 0, "anls_by_group": {}}
+    assert summary["anls"] == pytest.approx((1.0 + task_metrics.anls([found[1]])) / 2)  # over every record
+    assert records.summarise([], None) == {"anls": 0.0, "exact_match": 0.0, "n": 0, "anls_by_group": {}}
     assert task_metrics.parse_names("") is None
     with pytest.raises(UsageError, match="did you mean 'map_50'"):
         task_metrics.parse_names("anls,map50")
@@ -83,9 +83,9 @@ def test_box_answers_spelt_in_the_prompt_and_target_are_scored_too(tiny, page_im
     _, processor = tiny
     target = "stamp<loc_100><loc_100><loc_500><loc_400>"
     sample = Sample("7", page_image, "<OD>", target, [target], {})
-    record = loop.score_record(sample, target, processor)
+    record = records.score_record(sample, target, processor)
     assert record["task"] == "<OD>" and record["reference_labels"] == ["stamp"]
     assert record["predicted_boxes"] == record["reference_boxes"]
-    assert loop.summarise([record])["map_50"] == pytest.approx(1.0)
+    assert records.summarise([record])["map_50"] == pytest.approx(1.0)
     question = Sample("8", page_image, "<VQA>What is it?", "a", ["a"], {})
-    assert loop.score_record(question, "a", processor)["task"] == "<VQA>"
+    assert records.score_record(question, "a", processor)["task"] == "<VQA>"

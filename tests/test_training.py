@@ -5,9 +5,9 @@ import io
 import datasets
 import pytest
 
+from florence_tune.commands.train import run as train
 from florence_tune.config import TrainConfig
 from florence_tune.data import synthetic
-from florence_tune.training.trainer import train
 
 
 @pytest.fixture(scope="module")

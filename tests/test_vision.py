@@ -5,8 +5,9 @@ import torch
 
 from florence_tune.batch.pages import PixelSpec
 from florence_tune.bench import parts
-from florence_tune.evaluation import loop
-from florence_tune.model import page_path
+from florence_tune.evaluation import generation
+from florence_tune.evaluation.generation import Decoding
+from florence_tune.model import acceleration, page_path
 
 
 @pytest.fixture()
@@ -66,8 +67,8 @@ def test_vision_checkpointing_gives_the_same_gradients(fresh_tiny, batch):
     spec = PixelSpec.from_processor(processor)
     path = page_path.PagePath(spec)
     before = loss_and_grads(model, lambda: model(**path.model_inputs(model, batch)).loss)
-    assert page_path.checkpoint_vision_blocks(model) == sum(model.config.vision_config.depths)
-    assert page_path.checkpoint_vision_blocks(model) == 0, "wrapping twice would recompute twice"
+    assert acceleration.checkpoint_vision_blocks(model) == sum(model.config.vision_config.depths)
+    assert acceleration.checkpoint_vision_blocks(model) == 0, "wrapping twice would recompute twice"
     assert "model.vision_tower.blocks.0.0.spatial_block.conv1.weight" in model.state_dict()
     assert_same(before, loss_and_grads(model, lambda: model(**path.model_inputs(model, batch)).loss))
 
@@ -75,7 +76,7 @@ def test_vision_checkpointing_gives_the_same_gradients(fresh_tiny, batch):
 def test_generation_with_shared_pages_gives_the_plain_answers(tiny, batch):
     model, processor = tiny
     spec = PixelSpec.from_processor(processor)
-    config = loop.generation_config(processor, num_beams=2, max_new_tokens=6)
+    config = generation.generation_config(processor, Decoding(num_beams=2, max_new_tokens=6))
     plain = plain_inputs(batch, spec)
     expected = model.generate(input_ids=plain["input_ids"], attention_mask=plain["attention_mask"],
                               pixel_values=plain["pixel_values"], generation_config=config)

@@ -21,8 +21,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from florence_tune import __version__
+from florence_tune.bench.settings import BenchSettings
 from florence_tune.config import (
-    BenchConfig,
     ConvertConfig,
     EvalConfig,
     ExportConfig,
@@ -37,9 +37,9 @@ from florence_tune.errors import FlorenceTuneError
 
 
 def _train(config: TrainConfig) -> int:
-    from florence_tune.training.trainer import train
+    from florence_tune.commands import train
 
-    summary = train(config)
+    summary = train.run(config)
     if not _is_main():
         return 0
     print(f"validation ANLS before fine-tuning: {_num(summary['anls_before'])}")
@@ -56,9 +56,9 @@ def _train(config: TrainConfig) -> int:
 
 
 def _evaluate(config: EvalConfig) -> int:
-    from florence_tune.evaluation.loop import run_evaluation
+    from florence_tune.commands import evaluate
 
-    summary = run_evaluation(config)
+    summary = evaluate.run(config)
     if _is_main():
         print(json.dumps(summary))
     return 0
@@ -71,48 +71,40 @@ def _is_main() -> bool:
 
 
 def _predict(config: PredictConfig) -> int:
-    from florence_tune.commands.predict import predict
+    from florence_tune.commands import predict
 
-    answer = predict(config)
+    answer = predict.run(config)
     print(answer if isinstance(answer, str) else json.dumps(answer))
     return 0
 
 
 def _report(config: ReportConfig) -> int:
-    from florence_tune.errors import UsageError
-    from florence_tune.reporting import report
+    from florence_tune.commands import report
 
-    if config.compare:
-        path = report.write_comparison(*config.compare, output=config.output or "comparison.html",
-                                       column=config.group_by)
-    elif config.run:
-        path = report.write_report(config.run, column=config.group_by, output=config.output)
-    else:
-        raise UsageError("report needs a run directory (florence-tune report RUN_DIR) or --compare RUN_A RUN_B")
-    print(f"report written to {path}")
+    print(f"report written to {report.run(config)}")
     return 0
 
 
 def _export(config: ExportConfig) -> int:
-    from florence_tune.commands.export import export
+    from florence_tune.commands import export
 
-    print(f"exported to {export(config)}")
+    print(f"exported to {export.run(config)}")
     return 0
 
 
-def _bench(config: BenchConfig) -> int:
-    from florence_tune.bench import measure, suite
+def _bench(config: BenchSettings) -> int:
+    from florence_tune.commands import bench
 
-    result = measure.run(config)
-    print("\n".join(suite.table(result) if config.suite else measure.table(result)))
+    result = bench.run(config)
+    print("\n".join(bench.table(config, result)))
     print(json.dumps(result))
     return 0
 
 
 def _convert(config: ConvertConfig) -> int:
-    from florence_tune.model.convert import convert
+    from florence_tune.commands import convert
 
-    print(f"converted to {convert(config)}")
+    print(f"converted to {convert.run(config)}")
     return 0
 
 
@@ -124,15 +116,16 @@ COMMANDS: dict[str, tuple[type, Callable[[Any], int], str]] = {
     "export": (ExportConfig, _export, "Write a run's model as one full checkpoint (--merge folds LoRA adapters in)."),
     "convert": (ConvertConfig, _convert, "Convert an original-layout Florence-2 checkpoint (auto_map, remote code) "
                                          "into a native one, without running its code."),
-    "bench": (BenchConfig, _bench, "Measure training, data-loading and evaluation throughput (samples/s, MFU, "
+    "bench": (BenchSettings, _bench, "Measure training, data-loading and evaluation throughput (samples/s, MFU, "
                                    "peak memory), optionally against the original scripts' way (--compare naive)."),
 }
 
 
 def _inspect(config: InspectConfig) -> int:
+    from florence_tune.commands import inspect
     from florence_tune.reporting import inspection
 
-    summary = inspection.run(config)
+    summary = inspect.run(config)
     print("\n".join(inspection.describe(summary)))
     print(json.dumps(summary))
     return 0

@@ -18,29 +18,58 @@ from typing import Any
 
 import yaml
 
+from florence_tune import tasks
 from florence_tune.errors import UsageError
 
 
 def setting(default: Any, help: str, *, flag: str | None = None, choices: list[str] | None = None,
-            const: Any = None, saved: bool = True, positional: bool = False, nargs: int | None = None) -> Any:
-    """A config field carrying its own ``--help`` text (and optionally a custom flag name).
+            const: Any = None, saved: bool = True, positional: bool = False, nargs: int | None = None,
+            minimum: float | None = None, free_on_resume: bool = False) -> Any:
+    """A config field carrying its own ``--help`` text, bounds and resume rule (and optionally a custom flag).
 
     ``const``: the value a bare flag takes (``--resume`` alone means ``--resume auto``).
     ``saved=False``: the setting says what this invocation does with the run folder (overwrite,
     resume), so the run's ``config.yaml`` leaves it out and replaying that file never repeats it.
     ``positional``: given without a flag (``florence-tune report RUN_DIR``); ``nargs``: a fixed count of values.
+    ``minimum``: the smallest value accepted (``check_bounds``). ``free_on_resume``: the setting changes what
+    is written, evaluated or reported, or how memory is spent, never the optimisation, so ``--resume`` may
+    change it; every other setting of a run must match its config.yaml.
     """
     return field(default=default, metadata={"help": help, "flag": flag, "choices": choices,
                                             "const": const, "saved": saved, "positional": positional,
-                                            "nargs": nargs})
+                                            "nargs": nargs, "minimum": minimum,
+                                            "free_on_resume": free_on_resume})
+
+
+def check_bounds(config: Any) -> None:
+    """Every numeric setting against its field's ``minimum``, in one wording."""
+    for f in dataclasses.fields(config):
+        minimum, value = f.metadata.get("minimum"), getattr(config, f.name)
+        if minimum is None or value is None or isinstance(value, bool) or value >= minimum:
+            continue
+        bound = "0 or more" if minimum == 0 else f"at least {minimum:g}" if minimum >= 1 else f"over {minimum:g}"
+        raise UsageError(f"{_flag(f)} must be {bound} (got {value})")
+
+
+def free_on_resume(cls: type) -> frozenset[str]:
+    """The settings ``--resume`` may change (see ``setting``)."""
+    return frozenset(f.name for f in dataclasses.fields(cls) if f.metadata.get("free_on_resume") or
+                     not f.metadata.get("saved", True))
 
 
 @dataclass
 class GenerationSettings:
     """Decoding options shared by evaluate and predict (set explicitly, never inherited)."""
 
-    num_beams: int = setting(3, "Beam count for generation.")
-    max_new_tokens: int = setting(64, "Longest answer generated, in tokens.")
+    num_beams: int = setting(3, "Beam count for generation.", minimum=1, free_on_resume=True)
+    max_new_tokens: int = setting(64, "Longest answer generated, in tokens.", minimum=1, free_on_resume=True)
+
+
+@dataclass
+class TaskSettings:
+    """The task prompt of VQA samples; shared by train, evaluate, data inspect and predict."""
+
+    task_prompt: str = setting(tasks.VQA, "Task prompt put before every question (task datasets carry their own).")
 
 
 @dataclass
@@ -55,30 +84,31 @@ class DataSettings:
                                        "or skip them; either way they are counted.", choices=["tile", "skip"])
     holdout_rows: int = setting(100, "Rows per configuration held out as the validation split of a source that has "
                                      "none (the Cauldron, Docmatix, a single JSONL file); its train split leaves "
-                                     "them out.")
+                                     "them out.", minimum=0)
 
 
 @dataclass
-class TrainConfig(DataSettings, GenerationSettings):
+class TrainConfig(TaskSettings, DataSettings, GenerationSettings):
     model: str = setting("tiny", "Model: 'tiny', a hub id (florence-community/Florence-2-base) or a local folder.")
     dataset: str = setting("synthetic", "Dataset spec: 'synthetic', 'docvqa', 'cauldron[:chartqa,...]', "
                                        "'docmatix', a hub id, a JSONL file or a folder (JSONL + images, parquet, "
                                        "save_to_disk), or a mixture 'docvqa=0.7,cauldron:chartqa=0.3'.")
     train_split: str = setting("train", "Split to train on.")
-    eval_split: str = setting("validation", "Split to evaluate on ('none' to skip evaluation).")
-    output_dir: str = setting("runs/demo", "Run directory (checkpoints, final/, metrics.jsonl, model card).")
+    eval_split: str = setting("validation", "Split to evaluate on ('none' to skip evaluation).", free_on_resume=True)
+    output_dir: str = setting("runs/demo", "Run directory (checkpoints, final/, metrics.jsonl, model card).",
+                              free_on_resume=True)
     overwrite: bool = setting(False, "Replace an existing run in --output-dir.", saved=False)
     resume: str | None = setting(None, "Continue the run in --output-dir from its newest complete checkpoint "
                                        "(--resume alone, or 'auto'), or from the checkpoint folder given "
                                        "(--resume runs/x/checkpoint-500).",
                                  const="auto", saved=False)
-    task_prompt: str = setting("<VQA>", "Task prompt put before every question.")
     strategy: str = setting("full", "What trains: all weights, all but the vision tower, LoRA adapters, or LoRA on a "
                                     "4-bit base (GPU + bitsandbytes).",
                             choices=["full", "freeze-vision", "lora", "qlora"])
     freeze: str = setting("", "Comma-separated glob patterns of parameter names to freeze as well "
                               "(e.g. 'model.language_model.encoder.*').")
-    gradient_checkpointing: bool = setting(False, "Recompute activations in the backward pass to save memory.")
+    gradient_checkpointing: bool = setting(False, "Recompute activations in the backward pass to save memory.",
+                                           free_on_resume=True)
     lora_rank: int = setting(8, "LoRA rank r.")
     lora_alpha: int = setting(16, "LoRA scaling alpha.")
     lora_dropout: float = setting(0.05, "Dropout on the LoRA input.")
@@ -88,32 +118,40 @@ class TrainConfig(DataSettings, GenerationSettings):
     use_rslora: bool = setting(False, "Rank-stabilised LoRA scaling (alpha / sqrt(r)).")
     epochs: float = setting(3.0, "Number of passes over the training split.")
     max_steps: int = setting(-1, "Stop after this many optimizer steps (overrides --epochs when > 0).")
-    batch_size: int = setting(8, "Samples per device per step.")
-    eval_batch_size: int = setting(0, "Samples per device per evaluation step (0: same as --batch-size).")
-    grad_accum: int = setting(1, "Gradient accumulation steps.")
+    batch_size: int = setting(8, "Samples per device per step.", minimum=1)
+    eval_batch_size: int = setting(0, "Samples per device per evaluation step (0: same as --batch-size).", minimum=0,
+                                   free_on_resume=True)
+    grad_accum: int = setting(1, "Gradient accumulation steps.", minimum=1)
     lr: float | None = setting(None, "Peak learning rate (default: 1e-3 for the randomly initialised 'tiny', "
                                      "1e-5 for pretrained checkpoints).")
     lr_scheduler: str = setting("linear", "Learning-rate schedule (any transformers scheduler name).")
-    warmup_steps: int = setting(0, "Linear warm-up steps.")
+    warmup_steps: int = setting(0, "Linear warm-up steps.", minimum=0)
     optim: str | None = setting(None, "Optimizer, any transformers name (adamw_torch_fused, adamw_torch, sgd, "
                                       "adafactor...; default: the Trainer's).")
     weight_decay: float = setting(0.0, "AdamW weight decay.")
     max_grad_norm: float = setting(1.0, "Gradient clipping norm.")
     max_nonfinite_steps: int = setting(5, "Steps whose loss or gradients are NaN/inf skip their update; "
-                                          "this many in a row stop the run (after a checkpoint).")
-    eval_steps: int = setting(0, "Evaluate every N steps (0: at the end of each epoch).")
-    save_steps: int = setting(0, "Save a checkpoint every N steps (0: at the end of each epoch).")
-    save_total_limit: int = setting(2, "Keep at most this many checkpoints.")
-    logging_steps: int = setting(10, "Log the training loss every N steps.")
-    max_eval_samples: int = setting(0, "Evaluate on at most this many samples (0: the whole split).")
-    max_train_samples: int = setting(0, "Train on at most this many samples (0: the whole split).")
-    max_target_tokens: int = setting(128, "Answers longer than this many tokens are truncated (and counted).")
-    num_workers: int = setting(0, "Data-loader worker processes.")
+                                          "this many in a row stop the run (after a checkpoint).", minimum=1,
+                                          free_on_resume=True)
+    eval_steps: int = setting(0, "Evaluate every N steps (0: at the end of each epoch).", minimum=0,
+                              free_on_resume=True)
+    save_steps: int = setting(0, "Save a checkpoint every N steps (0: at the end of each epoch).", minimum=0,
+                              free_on_resume=True)
+    save_total_limit: int = setting(2, "Keep at most this many checkpoints.", minimum=0, free_on_resume=True)
+    logging_steps: int = setting(10, "Log the training loss every N steps.", minimum=1, free_on_resume=True)
+    max_eval_samples: int = setting(0, "Evaluate on at most this many samples (0: the whole split).", minimum=0,
+                                    free_on_resume=True)
+    max_train_samples: int = setting(0, "Train on at most this many samples (0: the whole split).", minimum=0)
+    max_target_tokens: int = setting(128, "Answers longer than this many tokens are truncated (and counted).",
+                                     minimum=1)
+    num_workers: int = setting(0, "Data-loader worker processes.", minimum=0, free_on_resume=True)
     seed: int = setting(42, "Random seed (data order, initialisation of new layers).")
     shuffle: bool = setting(True, "Shuffle the training data every epoch (--no-shuffle keeps the dataset order).")
     report_to: str = setting("tensorboard", "Where to log besides metrics.jsonl: tensorboard (local files in the run "
-                                            "directory), wandb, mlflow (comma-separated), or none.")
-    ddp_timeout: int = setting(600, "Seconds a distributed collective waits for a stalled rank before the job fails.")
+                                            "directory), wandb, mlflow (comma-separated), or none.",
+                                            free_on_resume=True)
+    ddp_timeout: int = setting(600, "Seconds a distributed collective waits for a stalled rank before the job fails.",
+                               minimum=1, free_on_resume=True)
     fsdp: bool = setting(False, "Shard weights, gradients and optimizer state with FSDP instead of DDP (for the "
                                 "large model on many GPUs; wrapped per layer of both towers).")
     deepspeed: str = setting("", "DeepSpeed config JSON (ZeRO stages) handed to the Trainer; needs the deepspeed "
@@ -127,27 +165,29 @@ class TrainConfig(DataSettings, GenerationSettings):
     group_by_page: bool = setting(False, "Batch the questions of a page together and run the vision tower once per "
                                          "page in the batch (same loss and gradients, far fewer FLOPs).")
     feature_cache_mib: int = setting(0, "With a frozen vision tower: keep its output per page on the device, up to "
-                                        "this many MiB, so later epochs skip it (0: off).")
+                                        "this many MiB, so later epochs skip it (0: off).", minimum=0)
     compile: bool = setting(False, "torch.compile the vision tower and the language model (lengths padded to "
                                    "multiples of 32, last partial batch dropped).")
-    trust_remote_code: bool = setting(False, "Allow code from the model repository to run (off by default).")
-    eval_before: bool = setting(True, "Evaluate once before training, for a before/after comparison.")
+    trust_remote_code: bool = setting(False, "Allow code from the model repository to run (off by default).",
+                                      free_on_resume=True)
+    eval_before: bool = setting(True, "Evaluate once before training, for a before/after comparison.",
+                                free_on_resume=True)
     metrics: str = setting("", "Comma-separated metrics to report (anls, exact_match, cer, wer, bleu, map, map_50); "
-                               "default: chosen by each sample's task.")
+                               "default: chosen by each sample's task.", free_on_resume=True)
 
 
 @dataclass
-class EvalConfig(DataSettings, GenerationSettings):
+class EvalConfig(TaskSettings, DataSettings, GenerationSettings):
     model: str = setting(None, "Model: 'tiny', a hub id, a run directory, or a final/ or checkpoint folder.")
     dataset: str = setting("synthetic", "Dataset spec: 'synthetic', 'docvqa', 'cauldron[:chartqa,...]', "
                                        "'docmatix', a hub id, a JSONL file or a folder (JSONL + images, parquet, "
                                        "save_to_disk), or a mixture 'docvqa=0.7,cauldron:chartqa=0.3'.")
     split: str = setting("validation", "Split to evaluate (DocVQA's 'test' has no answers: predictions only).")
     output: str = setting("predictions.jsonl", "Where to write the predictions (JSON lines).")
-    task_prompt: str = setting("<VQA>", "Task prompt put before every question.")
-    batch_size: int = setting(16, "Samples per generation batch.")
-    num_workers: int = setting(0, "Data-loader worker processes decoding and resizing pages during generation.")
-    max_samples: int = setting(0, "Evaluate on at most this many samples (0: the whole split).")
+    batch_size: int = setting(16, "Samples per generation batch.", minimum=1)
+    num_workers: int = setting(0, "Data-loader worker processes decoding and resizing pages during generation.",
+                               minimum=0)
+    max_samples: int = setting(0, "Evaluate on at most this many samples (0: the whole split).", minimum=0)
     trust_remote_code: bool = setting(False, "Allow code from the model repository to run (off by default).")
     report: bool = setting(False, "Also write report.html (metrics per group, worst predictions) next to --output.")
     group_by: str = setting(None, "Metadata column to group the report by (default: question type).")
@@ -156,25 +196,24 @@ class EvalConfig(DataSettings, GenerationSettings):
 
 
 @dataclass
-class InspectConfig(DataSettings):
+class InspectConfig(TaskSettings, DataSettings):
     dataset: str = setting("synthetic", "Dataset spec to inspect (any form train --dataset accepts).", positional=True)
     split: str = setting("train", "Split to inspect.")
     model: str = setting("tiny", "Model whose tokenizer counts the question and answer tokens.")
-    task_prompt: str = setting("<VQA>", "Task prompt put before every question.")
-    max_samples: int = setting(0, "Inspect at most this many samples (0: the whole split).")
-    max_target_tokens: int = setting(128, "Count answers longer than this many tokens (training truncates them).")
+    max_samples: int = setting(0, "Inspect at most this many samples (0: the whole split).", minimum=0)
+    max_target_tokens: int = setting(128, "Count answers longer than this many tokens (training truncates them).",
+                                     minimum=1)
     sheet: str = setting("contact_sheet.png", "Where to write the contact sheet (PNG of samples with their "
                                               "question and answer).")
-    sheet_samples: int = setting(12, "How many samples the contact sheet shows.")
+    sheet_samples: int = setting(12, "How many samples the contact sheet shows.", minimum=0)
 
 
 @dataclass
-class PredictConfig(GenerationSettings):
+class PredictConfig(TaskSettings, GenerationSettings):
     model: str = setting(None, "Model: 'tiny', a hub id, a run directory, or a final/ or checkpoint folder.")
     image: str = setting(None, "Path of the image to ask about.")
     question: str = setting(None, "Question about the image (VQA).")
     task: str = setting(None, "Florence-2 task token instead of a question: <CAPTION>, <OCR>, <OD>, ...")
-    task_prompt: str = setting("<VQA>", "Task prompt put before --question.")
     trust_remote_code: bool = setting(False, "Allow code from the model repository to run (off by default).")
 
 
@@ -202,43 +241,6 @@ class ExportConfig:
     output: str = setting(None, "Folder to write the full model + processor to.")
     merge: bool = setting(False, "Fold LoRA adapters into the base weights (the result loads without peft).")
     trust_remote_code: bool = setting(False, "Allow code from the model repository to run (off by default).")
-
-
-@dataclass
-class BenchConfig:
-    model: str = setting("tiny", "Model: 'tiny', 'base' or 'large' (the published architectures with random "
-                                 "weights; nothing is downloaded), or a checkpoint folder / hub id.")
-    image_size: int = setting(0, "Page side at model resolution, in pixels (0: the model's own; 768 for base/large).")
-    batch_size: int = setting(8, "Questions per training step (and per loader batch).")
-    question_tokens: int = setting(20, "Question length in tokens (the image's tokens come on top).")
-    answer_tokens: int = setting(10, "Answer length in tokens (training labels; generated tokens at evaluation).")
-    questions_per_page: float = setting(3.9, "Questions sharing a page when --group-by-page is on (DocVQA: 3.9).")
-    steps: int = setting(10, "Timed training steps.")
-    warmup: int = setting(3, "Untimed steps before timing (allocator, kernel autotuning, compilation).")
-    bf16: bool = setting(False, "bfloat16 autocast with float32 master weights (GPU).")
-    compile: bool = setting(False, "torch.compile the vision tower and the language model.")
-    strategy: str = setting("full", "What trains.", choices=["full", "freeze-vision"])
-    group_by_page: bool = setting(False, "Questions share pages (--questions-per-page); the tower runs once per page.")
-    feature_cache: bool = setting(False, "Frozen tower with its outputs cached: times a later epoch "
-                                         "(needs --strategy freeze-vision).")
-    gradient_checkpointing: bool = setting(False, "Recompute activations (BART layers and DaViT blocks).")
-    parts: str = setting("train,loader,e2e,eval", "Comma-separated measurements: train (step on a device-resident "
-                                                   "batch), loader, e2e (loader + step), eval (generation).")
-    workers: int = setting(2, "Data-loader worker processes.")
-    pages: int = setting(8, "Full-size page JPEGs generated for the loader, e2e and eval measurements.")
-    page_size: str = setting("1700x2200", "Size of those pages, WIDTHxHEIGHT (a DocVQA scan is about 1700x2200).")
-    eval_beams: int = setting(3, "Beams at evaluation.")
-    eval_batch_size: int = setting(0, "Questions per generation batch (0: --batch-size).")
-    compare: str = setting(None, "Also time the reference written like the original scripts, in this process on "
-                                 "the same inputs, and print each ratio.", choices=["naive"])
-    suite: str = setting(None, "Run a fixed set of measurements instead (gpu: base at batch 32 and large at 16, "
-                               "bf16, eager vs compiled, full vs frozen vs cached, with and without grouping).",
-                         choices=["gpu"])
-    dry_run: bool = setting(False, "With --suite: the same suite on the tiny model and small shapes (CPU is enough).")
-    time_budget: int = setting(420, "With --suite: seconds it may take; a variant that would end later is skipped.")
-    output: str = setting(None, "Also write the JSON result to this file.")
-    peak_tflops: float = setting(0.0, "Device peak for MFU in TFLOP/s (0: known GPUs by name; H100/H200: 790).")
-    seed: int = setting(0, "Random seed (weights of the built-in architectures, inputs).")
 
 
 def _flag(f: dataclasses.Field) -> str:

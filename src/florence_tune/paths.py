@@ -22,6 +22,12 @@ RUN_FILES = frozenset({"config.yaml", "final", "metrics.jsonl", "predictions.jso
 _RUN_FOLDERS = re.compile(r"^(tmp-)?checkpoint-\d+$")
 
 
+def cache_root() -> Path:
+    """Where built-in assets (tiny model, synthetic data, page caches) are materialised."""
+    env = os.environ.get("FLORENCE_TUNE_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "florence_tune"
+
+
 def resolved(path: str | Path) -> Path:
     return Path(os.path.realpath(Path(path).expanduser()))
 

@@ -13,7 +13,6 @@ written. Decoding goes through ``processor.post_process_generation``, which maps
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,10 +32,11 @@ CAPTION_TASKS = frozenset({CAPTION, DETAILED_CAPTION, MORE_DETAILED_CAPTION})
 # Tasks the processor replaces by a fixed sentence: their prompt must be the bare token, nothing else.
 BARE_TOKEN_TASKS = frozenset({OCR, CAPTION, DETAILED_CAPTION, MORE_DETAILED_CAPTION, OD,
                               DENSE_REGION_CAPTION, REGION_PROPOSAL})
-TASK_NAMES = {"vqa": VQA, "ocr": OCR, "caption": CAPTION, "od": OD, "detection": OD, "grounding": GROUNDING}
+# Tasks whose generated text carries location tokens that the processor turns into pixel coordinates.
+LOCATION_TASKS = BOX_TASKS | frozenset({"<OCR_WITH_REGION>", "<OPEN_VOCABULARY_DETECTION>",
+                                        "<REFERRING_EXPRESSION_SEGMENTATION>", "<REGION_TO_SEGMENTATION>"})
 
 BINS = 1000
-_LOC = re.compile(r"<loc_(\d+)>")
 _GENERATION_MARKERS = ("<s>", "</s>", "<pad>")
 
 
@@ -63,11 +63,6 @@ def quantize(value: float, size: float) -> int:
     """Bin of one coordinate, exactly as ``Florence2PostProcessor.quantize`` computes it."""
     per_bin = size / BINS
     return int(min(max(math.floor(value / per_bin), 0), BINS - 1))
-
-
-def dequantize(bin_index: int, size: float) -> float:
-    """Centre of a bin in pixels (the processor then truncates it to an integer)."""
-    return (bin_index + 0.5) * (size / BINS)
 
 
 def box_tokens(box: Sequence[float], image_size: tuple[int, int]) -> str:
@@ -111,7 +106,3 @@ def parse_boxes(processor, text: str, task: str, image_size: tuple[int, int]) ->
     boxes = parsed.get("bboxes", [])
     labels = parsed.get("labels", parsed.get("bboxes_labels", []))
     return {"boxes": [[float(v) for v in box] for box in boxes], "labels": [str(label) for label in labels]}
-
-
-def has_location_tokens(text: str) -> bool:
-    return bool(_LOC.search(text))

@@ -24,8 +24,7 @@ def collator(tiny):
 
 def test_label_padding_is_masked_with_ignore_index(collator, page_image, tiny):
     tokenizer = tiny[1].tokenizer
-    batch = collator(make_samples(page_image))
-    labels = batch["labels"]
+    labels = collator(make_samples(page_image)).inputs["labels"]
     short = labels[0]
     n_real = len(tokenizer("12.50")["input_ids"])
     assert (short[:n_real] != IGNORE_INDEX).all()
@@ -39,7 +38,7 @@ def test_prompt_padding_has_zero_attention_mask(collator, page_image, tiny):
     tokenizer = tiny[1].tokenizer
     samples = make_samples(page_image)
     samples[1].prompt = "<VQA>" + "a very long question " * 10
-    batch = collator(samples)
+    batch = collator(samples).inputs
     mask, ids = batch["attention_mask"], batch["input_ids"]
     assert ids.shape == mask.shape and ids.shape[1] % 8 == 0
     assert ((ids == tokenizer.pad_token_id) == (mask == 0)).all()
@@ -48,8 +47,7 @@ def test_prompt_padding_has_zero_attention_mask(collator, page_image, tiny):
 
 def test_model_loss_is_cross_entropy_over_labels_shifted_once(collator, page_image, tiny):
     model, processor = tiny
-    batch = collator(make_samples(page_image))
-    batch.pop("stats")
+    batch = collator(make_samples(page_image)).inputs
     labels = batch["labels"]
     with torch.no_grad():
         loss = model(**batch).loss
@@ -67,21 +65,20 @@ def test_overlong_prompt_is_truncated_and_counted(collator, page_image, tiny):
     model, processor = tiny
     sample = make_samples(page_image)[0]
     sample.prompt = "<VQA>" + "word " * 3000
-    batch = collator([sample])
-    assert batch["stats"] == {"truncated_prompts": 1}
+    batch, stats = collator([sample])
+    assert stats == {"truncated_prompts": 1}
     real = batch["input_ids"][0][batch["attention_mask"][0].bool()]
     assert len(real) == encoder_positions(model)
     assert real[-1] == processor.tokenizer.eos_token_id
     assert (real[: processor.num_image_tokens] == processor.image_token_id).all(), "image tokens stay whole"
-    batch.pop("stats")
     with torch.no_grad():
         assert torch.isfinite(model(**batch).loss)
 
 
 def test_overlong_answer_is_truncated_and_counted(collator, page_image, tiny):
     sample = make_samples(page_image, answers=("word " * 200,))[0]
-    batch = collator([sample])
-    assert batch["stats"] == {"truncated_answers": 1}
+    batch, stats = collator([sample])
+    assert stats == {"truncated_answers": 1}
     labels = batch["labels"][0]
     assert (labels != IGNORE_INDEX).sum() == 16
     assert labels[15] == tiny[1].tokenizer.eos_token_id
@@ -90,10 +87,11 @@ def test_overlong_answer_is_truncated_and_counted(collator, page_image, tiny):
 def test_skipped_items_are_dropped_and_counted(collator, page_image):
     samples = make_samples(page_image, ("a", "b"))
     items = [Skipped("image_corrupt"), *samples, Skipped("image_corrupt"), Skipped("no_answer")]
-    batch = collator(items)
-    assert batch["input_ids"].shape[0] == 2
-    assert collections.Counter(batch["stats"]) == {"skipped_image_corrupt": 2, "skipped_no_answer": 1}
+    batch, stats = collator(items)
+    assert batch["input_ids"].shape[0] == 2 and "stats" not in batch, "counters never reach the model"
+    assert collections.Counter(stats) == {"skipped_image_corrupt": 2, "skipped_no_answer": 1}
 
 
 def test_all_skipped_batch_has_only_stats(collator):
-    assert collator([Skipped("image_missing")]) == {"stats": {"skipped_image_missing": 1}}
+    batch = collator([Skipped("image_missing")])
+    assert batch.empty and batch.inputs == {} and batch.stats == {"skipped_image_missing": 1}

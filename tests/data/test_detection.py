@@ -8,7 +8,7 @@ from PIL import Image
 
 from florence_tune import data, tasks
 from florence_tune.data import Skipped, synthetic
-from florence_tune.data.adapters import tasks as task_data
+from florence_tune.data.adapters import local
 from florence_tune.errors import UsageError
 
 
@@ -40,7 +40,7 @@ def coco_folder(tmp_path):
 
 def test_coco_json_gives_od_samples_with_pixel_boxes(coco_folder):
     for spec in (str(coco_folder / "annotations.json"), str(coco_folder)):
-        dataset = data.load(spec, "train")
+        dataset = data.load(spec, "train", holdout_rows=0)
         assert len(dataset) == 3
         sample = dataset[0]
         assert sample.prompt == "<OD>" and sample.meta["task"] == "<OD>"
@@ -68,7 +68,7 @@ def test_jsonl_rows_for_every_task(tmp_path):
         {"image": "pages/p.png", "boxes": [[300, 300, 400, 400]], "labels": ["outside"]},
     ]
     (tmp_path / "boxes.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    dataset = data.load(str(tmp_path / "boxes.jsonl"), "validation")
+    dataset = data.load(str(tmp_path / "boxes.jsonl"), "train", holdout_rows=0)
     table, stamp, grounding, ocr, caption, missing, outside = (dataset[i] for i in range(len(rows)))
     assert table.target == "table<loc_50><loc_100><loc_450><loc_600>" and table.id == "boxes-1"
     assert stamp.meta["labels"] == ["stamp"] and stamp.id == "mine"
@@ -87,15 +87,17 @@ def test_folder_splits_and_split_field(tmp_path):
     assert (len(data.load(str(tmp_path), "train")), len(data.load(str(tmp_path), "validation"))) == (2, 1)
     mixed = tmp_path / "mixed.jsonl"
     mixed.write_text("\n".join(json.dumps({**row, "split": s}) for s in ("train", "train", "test")) + "\n")
-    assert len(data.load(str(mixed), "train")) == 2 and len(data.load(str(mixed), "test")) == 1
-    with pytest.raises(UsageError, match="no rows with split 'validation'"):
-        data.load(str(mixed), "validation")
+    assert len(data.load(str(mixed), "train", holdout_rows=0)) == 2
+    assert len(data.load(str(mixed), "test", holdout_rows=0)) == 1
+    with pytest.raises(UsageError, match="has no split 'validation'"):
+        data.load(str(mixed), "validation", holdout_rows=0)
+    assert len(data.load(str(mixed), "validation", holdout_rows=1)) == 1, "held out from train, as VQA data is"
 
 
 def test_question_answer_jsonl_is_left_to_the_vqa_reader(tmp_path):
     (tmp_path / "qa.jsonl").write_text(json.dumps({"image": "p.png", "question": "q?", "answers": ["a"]}) + "\n")
-    assert not task_data.is_task_spec(str(tmp_path / "qa.jsonl"))
-    assert task_data.is_task_spec("synthetic:detection")
+    (tmp_path / "od.jsonl").write_text(json.dumps({"image": "p.png", "boxes": [[0, 0, 1, 1]], "labels": ["a"]}))
+    assert local.kind_of(tmp_path / "qa.jsonl") == "jsonl" and local.kind_of(tmp_path / "od.jsonl") == "tasks"
 
 
 def test_synthetic_detection_caption_and_ocr_specs():
@@ -115,5 +117,23 @@ def test_synthetic_detection_caption_and_ocr_specs():
     assert caption.prompt == "<CAPTION>" and caption.target == documents[0].caption
     ocr = data.load("synthetic:ocr", "validation", limit=1)[0]
     assert ocr.prompt == "<OCR>" and ocr.target.split()[:2] == " ".join(documents[0].drawn_text).split()[:2]
-    with pytest.raises(UsageError, match="unknown synthetic task"):
+    with pytest.raises(UsageError, match="has no configuration 'segmentation'"):
         data.load("synthetic:segmentation", "validation")
+
+
+def test_task_data_streams_mixes_holds_out_and_limits_as_vqa_data_does(tmp_path):
+    """Task rows go through the one data stack: held-out validation, streaming, limits, mixtures."""
+    save_page(tmp_path / "p.png")
+    rows = [{"image": "p.png", "boxes": [[0, 0, 10 + i, 10 + i]], "labels": ["box"], "id": f"r{i}"} for i in range(6)]
+    file = tmp_path / "boxes.jsonl"
+    file.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    train = data.load(str(file), "train", holdout_rows=2)
+    validation = data.load(str(file), "validation", holdout_rows=2)
+    assert [s.id for s in validation] == ["r0", "r1"] and [s.id for s in train] == ["r2", "r3", "r4", "r5"]
+    streamed = data.load(str(file), "train", holdout_rows=2, streaming=True)
+    assert not streamed.random_access and [s.id for s in streamed] == [s.id for s in train]
+    assert len(data.load(str(file), "train", holdout_rows=0, limit=3)) == 3
+    mixture = data.load(f"{file},synthetic:ocr", "validation", holdout_rows=2)
+    assert {s.meta["task"] for s in mixture} == {"<OD>", "<OCR>"}
+    weighted = data.load(f"{file}=0.5,synthetic:ocr=0.5", "validation", holdout_rows=2, limit=4)
+    assert not weighted.random_access and len(list(weighted)) == 4

@@ -10,9 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from florence_tune import data
-from florence_tune.batch.collate import Collator, encoder_positions
-from florence_tune.batch.page_batches import PageBatchSampler, PixelCollator, length_sorted_batches
-from florence_tune.batch.pages import PagePixels, PixelSpec, build_cache, index_pages
+from florence_tune.batch.collate import Collator, PixelCollator, encoder_positions
+from florence_tune.batch.page_cache import build_cache
+from florence_tune.batch.pages import PagePixels, PixelSpec, index_pages
+from florence_tune.batch.samplers import PageBatchSampler, length_sorted_batches
 from florence_tune.data import synthetic
 from florence_tune.data.sample import Sample
 

@@ -8,7 +8,7 @@ model answers in the same format generation decodes.
 from __future__ import annotations
 
 import collections
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -17,13 +17,30 @@ from florence_tune.data.sample import ALTERED, Sample
 IGNORE_INDEX = -100  # positions the loss must not see (transformers' cross-entropy convention)
 
 
-class Collator:
-    """Callable for ``DataLoader(collate_fn=...)``; drops ``Skipped`` items and counts them.
+class Batch(NamedTuple):
+    """What a collator hands the training and evaluation loops.
 
-    The returned dict is keyed by model-argument names, plus ``stats`` (a plain dict of counters:
-    skipped samples by reason, truncated prompts and answers, other alterations such as tiled
-    images) that the trainer pops before the forward pass.
+    ``inputs``: tensors keyed by model-argument names (empty when every sample of the batch was
+    unusable); ``stats``: counters of skipped samples by reason, truncated prompts and answers and
+    other alterations (tiled images), kept apart from the model's inputs. A named tuple, because the
+    data loader, pinned memory and accelerate's device placement all carry tuples through intact.
     """
+
+    inputs: dict[str, Any]
+    stats: dict[str, int]
+
+    @property
+    def empty(self) -> bool:
+        """Every sample of the batch was unusable: nothing to run the model on."""
+        return not self.inputs
+
+    @property
+    def size(self) -> int:
+        return len(self.inputs["input_ids"]) if self.inputs else 0
+
+
+class Collator:
+    """Callable for ``DataLoader(collate_fn=...)``: usable samples → a ``Batch``; ``Skipped`` items counted."""
 
     def __init__(self, processor, *, max_positions: int, max_target_tokens: int = 128,
                  with_labels: bool = True, pad_to_multiple_of: int = 8):
@@ -34,12 +51,11 @@ class Collator:
         self.with_labels = with_labels
         self.pad_to_multiple_of = pad_to_multiple_of
 
-    def __call__(self, items: list[Any]) -> dict[str, Any]:
+    def __call__(self, items: list[Any]) -> Batch:
         samples = [item for item in items if isinstance(item, Sample)]
         stats = collections.Counter(f"skipped_{item.reason}" for item in items if not isinstance(item, Sample))
-        batch = self.encode(samples, stats) if samples else {}
-        batch["stats"] = dict(stats)
-        return batch
+        inputs = self.encode(samples, stats) if samples else {}
+        return Batch(inputs, dict(stats))
 
     def encode(self, samples: list[Sample], stats: collections.Counter | None = None) -> dict[str, Any]:
         stats = stats if stats is not None else collections.Counter()
@@ -86,6 +102,55 @@ class Collator:
             ids[i, : len(row)] = row
             mask[i, : len(row)] = 1
         return ids, mask
+
+
+class PixelCollator(Collator):
+    """``PageSample``s → tensors; never calls the image processor.
+
+    Returns ``pixel_values`` as uint8 (unique pages x 3 x H x W; normalised on the device by
+    ``PixelSpec.normalise``, a quarter of the float32 bytes to copy), ``page_index`` (per question: its
+    row in ``pixel_values``) and ``page_ids`` (the pages' numbers, for the feature cache). Prompt ids
+    are the processor's (image placeholders, ``<s>``, the prompt, ``</s>``), tokenized once per distinct
+    prompt. ``pad_to_multiple_of`` rounds prompt and answer lengths (8 for tensor cores; 32 under
+    ``--compile`` so only a few shapes ever reach the compiled graph).
+    """
+
+    def __init__(self, processor, *, max_positions: int, max_target_tokens: int = 128, with_labels: bool = True,
+                 pad_to_multiple_of: int = 8):
+        super().__init__(processor, max_positions=max_positions, max_target_tokens=max_target_tokens,
+                         with_labels=with_labels, pad_to_multiple_of=pad_to_multiple_of)
+        self.image_ids = [processor.image_token_id] * processor.num_image_tokens
+        self._prompt_ids: dict[str, list[int]] = {}
+
+    def prompt_ids(self, prompt: str) -> list[int]:
+        ids = self._prompt_ids.get(prompt)
+        if ids is None:
+            # The processor's own text layout (Florence2Processor.prepare_inputs_layout); task tokens
+            # such as <OD> become their instruction text first.
+            text = self.processor._construct_prompts([prompt])[0]
+            tokenizer = self.tokenizer
+            ids = self.image_ids + tokenizer(tokenizer.bos_token + text + tokenizer.eos_token,
+                                             add_special_tokens=False)["input_ids"]
+            if len(self._prompt_ids) < 1_000_000:  # bounded: one entry per distinct question
+                self._prompt_ids[prompt] = ids
+        return ids
+
+    def encode(self, samples: list[Any], stats: collections.Counter | None = None) -> dict[str, Any]:
+        stats = stats if stats is not None else collections.Counter()
+        stats.update(change for s in samples for change in s.meta.get(ALTERED, ()))
+        rows = [torch.tensor(self.prompt_ids(s.prompt), dtype=torch.long) for s in samples]
+        input_ids, attention_mask = self._fit_prompts(*self._pad(rows, self.tokenizer.pad_token_id), stats)
+        slot: dict[int, int] = {}
+        page_index = torch.tensor([slot.setdefault(s.page, len(slot)) for s in samples], dtype=torch.long)
+        first = {}
+        for s in samples:
+            first.setdefault(s.page, s)
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask,
+                 "pixel_values": torch.stack([s.pixels for s in first.values()]),
+                 "page_index": page_index, "page_ids": torch.tensor(list(first), dtype=torch.long)}
+        if self.with_labels:
+            batch["labels"] = self.labels([s.target for s in samples], stats)
+        return batch
 
 
 def encoder_positions(model) -> int:

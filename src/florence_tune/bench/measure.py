@@ -18,11 +18,9 @@ on a shared machine are noisy; the ratios come from one process, best of two alt
 from __future__ import annotations
 
 import contextlib
-import json
 import tempfile
 import time
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,56 +29,28 @@ from florence_tune.batch.pages import PixelSpec
 from florence_tune.bench import flops
 from florence_tune.bench import naive as bench_naive
 from florence_tune.bench import parts as bench_parts
-from florence_tune.config import BenchConfig
+from florence_tune.bench.settings import BenchSettings
 from florence_tune.errors import UsageError
 from florence_tune.model import page_path
 
 PARTS = ("train", "loader", "e2e", "eval", "count")
 
 
-def run(config: BenchConfig) -> dict[str, Any]:
-    """The ``bench`` command: one measurement set, or a suite of them."""
-    validate(config)
-    if config.suite:
-        from florence_tune.bench.suite import run_suite
-
-        result = run_suite(config)
-    else:
-        result = measure(config)
-    if config.output:
-        Path(config.output).write_text(json.dumps(result, indent=2) + "\n")
-    return result
-
-
-def validate(config: BenchConfig) -> None:
-    unknown = set(parts_of(config)) - set(PARTS)
-    if unknown:
-        raise UsageError(f"unknown --parts {sorted(unknown)}; choose from {', '.join(PARTS)}")
-    for name in ("batch_size", "steps", "question_tokens", "answer_tokens", "pages", "eval_beams"):
-        if getattr(config, name) < 1:
-            raise UsageError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(config, name)})")
-    if config.answer_tokens < 2:
-        raise UsageError("--answer-tokens must be at least 2 (<s> and </s>)")
-    if config.feature_cache and config.strategy != "freeze-vision":
-        raise UsageError("--feature-cache needs --strategy freeze-vision (a training tower changes its features)")
-    if config.dry_run and not config.suite:
-        raise UsageError("--dry-run goes with --suite (e.g. --suite gpu --dry-run)")
-    page_size(config)
-
-
-def parts_of(config: BenchConfig) -> list[str]:
+def parts_of(config: BenchSettings) -> list[str]:
     return [p.strip() for p in config.parts.split(",") if p.strip()]
 
 
-def page_size(config: BenchConfig) -> tuple[int, int]:
+def page_size(config: BenchSettings) -> tuple[int, int]:
     try:
         width, height = (int(v) for v in config.page_size.lower().split("x"))
     except ValueError:
-        raise UsageError(f"--page-size must look like 1700x2200 (got '{config.page_size}')") from None
+        width = height = 0
+    if width < 1 or height < 1:
+        raise UsageError(f"--page-size must look like 1700x2200, two positive sides (got '{config.page_size}')")
     return width, height
 
 
-def measure(config: BenchConfig, compile_backend: str = "inductor") -> dict[str, Any]:
+def measure(config: BenchSettings, compile_backend: str = "inductor") -> dict[str, Any]:
     """Every part asked for, on one device, in this process."""
     device = bench_parts.pick_device()
     parts = parts_of(config)
@@ -120,7 +90,7 @@ def describe(device: torch.device) -> str:
     return f"cpu ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
 
 
-def settings(config: BenchConfig) -> dict[str, Any]:
+def settings(config: BenchSettings) -> dict[str, Any]:
     keep = ("batch_size", "question_tokens", "answer_tokens", "bf16", "compile", "strategy", "group_by_page",
             "feature_cache", "gradient_checkpointing", "workers", "pages", "page_size", "eval_beams")
     values = asdict(config)
@@ -131,13 +101,13 @@ def settings(config: BenchConfig) -> dict[str, Any]:
 # --- training ------------------------------------------------------------------------------------
 
 
-def host_batch(processor, config: BenchConfig) -> dict[str, Any]:
+def host_batch(processor, config: BenchSettings) -> dict[str, Any]:
     return bench_parts.synthetic_batch(processor, batch_size=config.batch_size, question_tokens=config.question_tokens,
                                        answer_tokens=config.answer_tokens, seed=config.seed,
                                        questions_per_page=config.questions_per_page if config.group_by_page else 1)
 
 
-def count_part(model, processor, config: BenchConfig) -> dict[str, Any]:
+def count_part(model, processor, config: BenchSettings) -> dict[str, Any]:
     """FLOPs per question and activation memory of one step, with and without checkpointing (no timing)."""
     from florence_tune.model import strategies
 
@@ -151,7 +121,7 @@ def count_part(model, processor, config: BenchConfig) -> dict[str, Any]:
             "checkpointing_activation_cut": 1 - checkpointed["activation_mib_fp32"] / plain["activation_mib_fp32"]}
 
 
-def train_part(model, processor, config: BenchConfig, device: torch.device, compile_backend: str):
+def train_part(model, processor, config: BenchSettings, device: torch.device, compile_backend: str):
     """Step time of the fast path (and of the naive twin with --compare), FLOPs, MFU, peak memory."""
     spec = PixelSpec.from_processor(processor)
     host = host_batch(processor, config)
@@ -191,21 +161,23 @@ def train_part(model, processor, config: BenchConfig, device: torch.device, comp
 # --- data loading --------------------------------------------------------------------------------
 
 
-def loader_part(loaders: dict[str, Any], config: BenchConfig) -> dict[str, Any]:
-    names = ["uint8", "uint8_grouped", "cached"] + (["naive"] if config.compare == "naive" else [])
-    out = {f"{name}_samples_per_s": bench_parts.samples_per_second(loaders[name]) for name in names}
+def loader_part(loaders: dict[str, Any], config: BenchSettings) -> dict[str, Any]:
+    out = {f"{name}_samples_per_s": bench_parts.samples_per_second(loaders[name])
+           for name in ("uint8", "uint8_grouped", "cached")}
+    if config.compare == "naive":
+        out["naive_samples_per_s"] = bench_parts.samples_per_second(loaders["naive"], lambda b: len(b["input_ids"]))
     out["cache_build_ms_per_page"] = loaders["cache_build_s_per_page"] * 1e3
     out["questions"] = len(loaders["index"].page_of)
     out["unique_pages"] = loaders["index"].n_pages
     return out
 
 
-def e2e_part(model, step, path, loaders: dict[str, Any], config: BenchConfig, device: torch.device):
+def e2e_part(model, step, path, loaders: dict[str, Any], config: BenchSettings, device: torch.device):
     """The step fed by the cached loader (and the naive twin by the processor collate, with --compare)."""
     if config.compile:  # real questions vary in length: every new shape would be a recompilation
         return {"note": "not measured with --compile"}
     batches = bench_parts.cycle(loaders["cached_grouped" if config.group_by_page else "cached"])
-    fed = lambda: step(bench_parts.to_device(next(batches), device))  # noqa: E731
+    fed = lambda: step(bench_parts.to_device(next(batches).inputs, device))  # noqa: E731
     out = {"samples_per_s": config.batch_size / bench_parts.seconds_per_call(fed, config.steps, 2, device)}
     if config.compare == "naive":
         twin, _ = bench_parts.load_model(config.model, config.image_size, device, config.seed)
@@ -229,22 +201,22 @@ def _close(loaders: dict[str, Any]) -> None:
 # --- evaluation ----------------------------------------------------------------------------------
 
 
-def eval_part(config: BenchConfig, device: torch.device, source) -> dict[str, Any]:
+def eval_part(config: BenchSettings, device: torch.device, source) -> dict[str, Any]:
     """Generation over the page source with fixed-length answers: the page path, and the naive loop."""
-    from florence_tune.evaluation import page_loop
-    from florence_tune.evaluation.loop import generation_config
+    from florence_tune.evaluation.generation import Decoding, generation_config
+    from florence_tune.evaluation.loop import predict_dataset
 
     model, processor = bench_parts.load_model(config.model, config.image_size, device, config.seed)
     model.eval()
     batch_size = config.eval_batch_size or config.batch_size
-    fixed = {"min_new_tokens": config.answer_tokens, "max_new_tokens": config.answer_tokens}
+    fixed = {"min_new_tokens": config.answer_tokens}
+    decoding = Decoding(num_beams=config.eval_beams, max_new_tokens=config.answer_tokens)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if config.bf16 else contextlib.nullcontext()
 
     def fast(dataset):
         with autocast:
-            return page_loop.predict(model, processor, dataset, batch_size=batch_size, num_beams=config.eval_beams,
-                                     max_new_tokens=config.answer_tokens, num_workers=config.workers,
-                                     progress=False, generation_overrides=fixed)
+            return predict_dataset(model, processor, dataset, batch_size=batch_size, decoding=decoding,
+                                   num_workers=config.workers, progress=False, **fixed)
 
     fast(bench_parts.page_source(config.pages, page_size(config), config.seed, limit=batch_size))  # warm-up
     start = time.perf_counter()
@@ -253,8 +225,7 @@ def eval_part(config: BenchConfig, device: torch.device, source) -> dict[str, An
     out = {"samples_per_s": len(records) / (time.perf_counter() - start), "questions": len(records),
            "beams": config.eval_beams}
     if config.compare == "naive":
-        generation = generation_config(processor, num_beams=config.eval_beams, max_new_tokens=config.answer_tokens)
-        generation.update(**fixed)
+        generation = generation_config(processor, decoding, **fixed)
         start = time.perf_counter()
         answers = bench_naive.evaluate(model, processor, source, batch_size=batch_size, generation_config=generation)
         bench_parts.synchronize(device)

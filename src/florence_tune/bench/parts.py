@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import copy
 import io
 import math
 import resource
@@ -27,10 +26,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from florence_tune.batch.page_batches import PageBatchSampler, PixelCollator
-from florence_tune.batch.pages import PagePixels, PixelSpec, build_cache, index_pages
+from florence_tune.batch.collate import PixelCollator
+from florence_tune.batch.page_cache import build_cache
+from florence_tune.batch.pages import PagePixels, PixelSpec, index_pages
+from florence_tune.batch.samplers import PageBatchSampler
 from florence_tune.bench import flops, naive
-from florence_tune.model import architectures, page_path
+from florence_tune.model import acceleration, architectures, page_path, strategies
 
 BUILT_IN = ("tiny", "base", "large")
 
@@ -92,20 +93,10 @@ def load_model(spec: str, image_size: int, device: torch.device | str, seed: int
 
 
 def prepare(model, *, strategy: str, gradient_checkpointing: bool = False, compile_backend: str | None = None):
-    """The training-time options of ``fastpath.prepare_model``, from plain values."""
-    from florence_tune.model import strategies
-
+    """The strategy, then ``acceleration.prepare``: the very call ``train`` makes."""
     strategies.apply(model, strategies.parse_strategy(strategy))
     model.train()
-    if gradient_checkpointing:
-        page_path.checkpoint_text_layers(model)
-        if page_path.vision_trains(model):
-            page_path.checkpoint_vision_blocks(model)
-    if compile_backend:
-        page_path.compile_towers(model, backend=compile_backend)
-    if torch.cuda.is_available():
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    acceleration.prepare(model, gradient_checkpointing=gradient_checkpointing, compile_backend=compile_backend)
     return model
 
 
@@ -169,11 +160,6 @@ def train_step(model, optimizer, path: page_path.PagePath, bf16: bool) -> Callab
     return step
 
 
-def naive_model(model):
-    """An eager, unoptimised twin with the same weights (before compilation or checkpointing)."""
-    return copy.deepcopy(model)
-
-
 # --- FLOPs ---------------------------------------------------------------------------------------
 
 
@@ -192,9 +178,9 @@ def fake_copy(model, checkpointing: bool = False):
     for name, parameter in meta.named_parameters():
         parameter.requires_grad_(trains.get(name, True))
     meta.train()
-    if checkpointing:
-        page_path.checkpoint_text_layers(meta)
-        page_path.checkpoint_vision_blocks(meta)
+    if checkpointing:  # both towers, whether or not the vision tower trains: the memory a full run can save
+        acceleration.checkpoint_text_layers(meta)
+        acceleration.checkpoint_vision_blocks(meta)
     mode = FakeTensorMode(allow_non_fake_inputs=True)
     _fakeify(meta, mode)
     return meta, mode
@@ -265,7 +251,7 @@ def page_source(pages: int, page_size: tuple[int, int], seed: int = 0, limit: in
     """A DocVQA-schema dataset of ``pages`` full-size synthetic page JPEGs (3-4 questions each), saved
     once under the cache folder and read back like any local dataset (``limit``: its first questions)."""
     from florence_tune import data
-    from florence_tune.model.tiny import cache_root
+    from florence_tune.paths import cache_root
 
     folder = cache_root() / f"bench-pages-{pages}-{page_size[0]}x{page_size[1]}-{seed}"
     if not (folder / "READY").exists():
@@ -312,13 +298,14 @@ def loader(dataset, collate, *, batch_size: int, workers: int, sampler=None, see
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator, **common)
 
 
-def samples_per_second(batches) -> float:
-    """A warm epoch (worker start-up, first decodes) and then a timed epoch."""
+def samples_per_second(batches, size: Callable[[Any], int] = lambda batch: batch.size) -> float:
+    """A warm epoch (worker start-up, first decodes) and then a timed epoch; ``size``: questions in a batch
+    (the naive collate returns a plain dict, as the original scripts' did)."""
     for _ in batches:
         pass
     start, count = time.perf_counter(), 0
     for batch in batches:
-        count += len(batch["input_ids"])
+        count += size(batch)
     return count / (time.perf_counter() - start)
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from florence_tune.bench import measure, parts
-from florence_tune.config import BenchConfig
+from florence_tune.bench.settings import BenchSettings
 
 BASE = {"model": "base", "batch_size": 32}
 LARGE = {"model": "large", "batch_size": 16}
@@ -62,7 +62,7 @@ TARGETS = [
 ]
 
 
-def suite_config(config: BenchConfig, changes: dict[str, Any]) -> BenchConfig:
+def suite_config(config: BenchSettings, changes: dict[str, Any]) -> BenchSettings:
     """One variant's settings: bf16 throughout; the dry run swaps in the tiny model and small shapes."""
     values = {"bf16": True, "parts": "train", "steps": config.steps, "warmup": config.warmup, "compare": None,
               **changes}
@@ -72,7 +72,7 @@ def suite_config(config: BenchConfig, changes: dict[str, Any]) -> BenchConfig:
     return replace(config, suite=None, output=None, **values)
 
 
-def pipeline_config(config: BenchConfig) -> BenchConfig:
+def pipeline_config(config: BenchSettings) -> BenchSettings:
     """Base: the loaders, the loader feeding the step, beam-3 evaluation — each against naive. Training at
     batch 8: the naive twin runs in float32, whose activations at batch 32 (~100 GiB) would not fit an H100."""
     return suite_config(config, {"model": "base", "batch_size": 8, "eval_batch_size": 32,
@@ -81,7 +81,7 @@ def pipeline_config(config: BenchConfig) -> BenchConfig:
                                  "pages": 4 if config.dry_run else max(config.pages, 48)})
 
 
-def run_suite(config: BenchConfig) -> dict[str, Any]:
+def run_suite(config: BenchSettings) -> dict[str, Any]:
     start = time.perf_counter()
     backend = "eager" if config.dry_run else "inductor"  # the dry run checks tracing, not Triton codegen
     device = parts.pick_device()

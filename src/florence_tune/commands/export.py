@@ -1,4 +1,4 @@
-"""Write a run's model as one full checkpoint, folding LoRA adapters into the weights.
+"""``florence-tune export``: a run's model as one full checkpoint, folding LoRA adapters into the weights.
 
     florence-tune export --model runs/lora-demo --merge --output exported/
 
@@ -15,7 +15,8 @@ from florence_tune.errors import UsageError
 from florence_tune.model import loading, strategies
 
 
-def export(config: ExportConfig) -> Path:
+def run(config: ExportConfig) -> Path:
+    """Returns the folder written."""
     if not config.model or not config.output:
         raise UsageError("export needs --model RUN_OR_CHECKPOINT and --output DIR")
     output = Path(config.output)

@@ -123,12 +123,17 @@ def _flat_level(mode: str, value: float) -> int:
 # --- loading -----------------------------------------------------------------------------
 
 
-def open_image(source: Any, *, max_pixels: int = MAX_PIXELS, max_side: int = MAX_SIDE) -> Image.Image:
+def open_image(source: Any, *, max_pixels: int = MAX_PIXELS, max_side: int = MAX_SIDE,
+               draft: int | None = None) -> Image.Image:
     """Fully decode ``source`` into a new RGB image, or raise :class:`BadImage`.
 
     ``source`` may be a path (``str`` or ``os.PathLike``), ``bytes``-like data, a mapping with
     ``"bytes"`` and/or ``"path"`` (the undecoded Hugging Face ``Image`` feature), or a PIL image
     (which is left open and unchanged; the result is always a copy).
+
+    ``draft``: let libjpeg decode a big JPEG at 1/2..1/8 scale, to no less than ``draft`` pixels a
+    side (the page cache's fast build); ``info["full_size"]`` then keeps the page's size as stored,
+    upright, which is what boxes are measured on.
     """
     if isinstance(source, Image.Image):
         with _decode_guard("<PIL image>"):
@@ -136,19 +141,41 @@ def open_image(source: Any, *, max_pixels: int = MAX_PIXELS, max_side: int = MAX
             source.load()
             return to_rgb(source)
     with _binary_stream(source) as (stream, label):
-        return _decode(stream, label, max_pixels, max_side)
+        return _decode(stream, label, max_pixels, max_side, draft)
 
 
-def _decode(stream: BinaryIO, label: str, max_pixels: int, max_side: int) -> Image.Image:
+def _decode(stream: BinaryIO, label: str, max_pixels: int, max_side: int, draft: int | None = None) -> Image.Image:
     with _decode_guard(label):
         with Image.open(stream, formats=_allowed_formats()) as image:
             # The header size is known before any pixel is decoded: refuse absurd images cheaply.
             _check_size(image.size, max_pixels, max_side, label)
+            full = image.size
+            if draft:
+                image.draft("RGB", (draft, draft))  # square request: an EXIF rotation may swap the sides
             # Decode now, inside the guard, so truncated data fails here and not in a worker later.
             image.load()
-            # Some formats (ICO-like containers, JPEG draft) only settle their size on load.
-            _check_size(image.size, max_pixels, max_side, label)
-            return to_rgb(image)
+            if not draft:  # some formats (ICO-like containers) only settle their size on load
+                _check_size(image.size, max_pixels, max_side, label)
+            page = to_rgb(image)
+    if draft:
+        if (page.width > page.height) != (full[0] > full[1]):  # turned upright by its EXIF orientation
+            full = full[::-1]
+        page.info["full_size"] = tuple(full)
+    return page
+
+
+def image_size(source: Any) -> tuple[int, int]:
+    """(width, height) of an image as ``open_image`` would return it (EXIF rotation applied), from its header
+    only: nothing is decoded. Raises :class:`BadImage` like ``open_image``."""
+    with _binary_stream(source) as (stream, label), _decode_guard(label):
+        with Image.open(stream, formats=_allowed_formats()) as image:
+            _check_size(image.size, MAX_PIXELS, MAX_SIDE, label)
+            width, height = image.size
+            try:  # Orientation 5-8: a quarter turn either way; a malformed EXIF block turns nothing (to_rgb)
+                turned = image.getexif().get(0x0112) in (5, 6, 7, 8)
+            except Exception:
+                turned = False
+    return (height, width) if turned else (width, height)
 
 
 @contextlib.contextmanager

@@ -21,17 +21,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from florence_tune.config import DataSettings
+import florence_tune.data.synthetic as synthetic
+from florence_tune import tasks
 from florence_tune.data.adapters import cauldron, docvqa, local
+from florence_tune.data.adapters import tasks as task_rows
+from florence_tune.data.options import DataOptions
 from florence_tune.data.spec import Entry, is_path
 from florence_tune.errors import FlorenceTuneError, UsageError
 
-DATASET_FORMS = (
-    "'synthetic', 'docvqa', 'cauldron[:config,...]', 'docmatix', a hub id, a JSONL file, a folder (JSONL + "
-    "images, parquet files or save_to_disk), or a mixture such as 'docvqa=0.7,cauldron:chartqa=0.3'; "
-    "for detection, OCR and captions: 'synthetic:detection', a COCO JSON or JSON lines with boxes"
-)
-HOLDOUT_ROWS = DataSettings.holdout_rows  # the --holdout-rows default, written once in config.py
 VALIDATION_NAMES = ("validation", "valid", "val", "dev")
 TEST_NAMES = ("test", "testing")
 
@@ -42,35 +39,24 @@ class Source:
 
     location: Callable[[], str]  # a hub id or local folder; a callable so tests can point it at a copy
     configs: tuple[str, ...] | None = None  # every configuration (None: the source has just one)
-    defaults: tuple[str, ...] | None = None  # used when the spec names none (None: all of ``configs``)
+    defaults: tuple[str | None, ...] | None = None  # used when the spec names none (None: all of ``configs``)
     predict_only: frozenset[str] = frozenset()  # splits without answers
+    # A configuration that names a folder below ``location`` rather than one the loader knows (synthetic:ocr)
+    folders: Callable[[str], str] | None = None
 
 
 def _synthetic_location() -> str:
-    from florence_tune.data import synthetic, synthetic_root
-
-    return str(synthetic.write_dataset(synthetic_root()))
+    return str(synthetic.write_dataset(synthetic.default_root()))
 
 
 REGISTRY: dict[str, Source] = {
-    "synthetic": Source(_synthetic_location),
+    "synthetic": Source(_synthetic_location, configs=tuple(task_rows.SYNTHETIC_TASKS), defaults=(None,),
+                        folders=lambda config: synthetic.DOCUMENTS_FOLDER),
     "docvqa": Source(lambda: docvqa.HUB_ID, predict_only=docvqa.PREDICT_ONLY_SPLITS),
     "cauldron": Source(lambda: cauldron.CAULDRON_ID, configs=cauldron.CAULDRON_CONFIGS),
     "docmatix": Source(lambda: cauldron.DOCMATIX_ID, configs=cauldron.DOCMATIX_CONFIGS,
                        defaults=cauldron.DOCMATIX_CONFIGS),
 }
-
-
-@dataclass(frozen=True)
-class Options:
-    """How rows become samples; plain values taken from the command's config by ``data.load``."""
-
-    task_prompt: str = "<VQA>"
-    require_answer: bool = True
-    clean_questions: bool = False
-    multi_image: str = "tile"
-    holdout_rows: int = HOLDOUT_ROWS
-    streaming: bool = False
 
 
 @dataclass
@@ -92,39 +78,53 @@ def predict_only(entries: list[Entry], split: str) -> bool:
     return all(e.base in REGISTRY and split in REGISTRY[e.base].predict_only for e in entries)
 
 
-def open_entries(entries: list[Entry], split: str, options: Options) -> list[Component]:
+def open_entries(entries: list[Entry], split: str, options: DataOptions) -> list[Component]:
     return [component for entry in entries for component in open_entry(entry, split, options)]
 
 
-def open_entry(entry: Entry, split: str, options: Options) -> list[Component]:
-    location, kind, configs = _where(entry)
+@dataclass(frozen=True)
+class Where:
+    """One configuration of an entry: its name, where its rows are, how to read them."""
+
+    config: str | None  # the configuration as the spec names it (groups scores, picks a task)
+    location: str
+    kind: str  # 'hub', or local.kind_of's answer
+    loader_config: str | None  # the configuration the datasets loader is asked for
+
+
+def open_entry(entry: Entry, split: str, options: DataOptions) -> list[Component]:
     if entry.base in REGISTRY and split in REGISTRY[entry.base].predict_only:
         options = replace(options, require_answer=False)
     components = []
-    for config in configs:
-        name = f"{entry.base}:{config}" if config else entry.base
-        splits = _splits(kind, location, config, options.streaming, name)
+    for where in _where(entry):
+        name = f"{entry.base}:{where.config}" if where.config else entry.base
+        splits = _splits(where, options.streaming, name)
         component = _pick(splits, split, options.holdout_rows, name)
-        component.adapter = adapter_for(component.rows, config or Path(entry.base).name, options, name)
+        component.adapter = adapter_for(component.rows, where.config or Path(entry.base).name, options, name)
         components.append(component)
     _share_weight(components, entry.weight)
     return components
 
 
-def _where(entry: Entry) -> tuple[str, str, list[str | None]]:
-    """(location, kind, configurations to read) of an entry."""
+def _where(entry: Entry) -> list[Where]:
+    """The configurations an entry reads."""
     if entry.base in REGISTRY:
         source = REGISTRY[entry.base]
         location = source.location()
         chosen = (entry.config,) if entry.config else (source.defaults or source.configs or (None,))
-        return location, local.kind_of(Path(location)) if is_path(location) else "hub", list(chosen)
+        found = []
+        for config in chosen:
+            place = str(Path(location) / source.folders(config)) if source.folders and config else location
+            kind = local.kind_of(Path(place)) if is_path(place) else "hub"
+            found.append(Where(config, place, kind, None if source.folders else config))
+        return found
     if is_path(entry.base):
         path = Path(entry.base).expanduser()
         kind = local.kind_of(path)
         if entry.config or kind != "files" or not path.is_dir():
-            return str(path), kind, [entry.config]
-        return str(path), kind, list(_local_configs(path))
-    return entry.base, "hub", [entry.config]
+            return [Where(entry.config, str(path), kind, entry.config)]
+        return [Where(config, str(path), kind, config) for config in _local_configs(path)]
+    return [Where(entry.config, entry.base, "hub", entry.config)]
 
 
 def _local_configs(folder: Path) -> list[str | None]:
@@ -141,15 +141,17 @@ def _local_configs(folder: Path) -> list[str | None]:
 # --- loading the splits -------------------------------------------------------------------------------
 
 
-def _splits(kind: str, location: str, config: str | None, streaming: bool, name: str) -> dict[str, Callable]:
+def _splits(where: Where, streaming: bool, name: str) -> dict[str, Callable]:
     """Split name → a function that returns its rows (lazy, so unused JSONL splits are not read)."""
-    if kind == "jsonl":
-        path = Path(location)
+    path = Path(where.location)
+    if where.kind == "jsonl":
         root = path.parent if path.is_file() else path
         return {split: (lambda files=files: _raw(local.jsonl_rows(files, root, streaming)))
                 for split, files in local.jsonl_splits(path).items()}
-    with load_errors(name, hub=kind == "hub"):
-        loaded = _load(kind, location, config, streaming)
+    if where.kind == "tasks":
+        return local.task_splits(path, streaming)
+    with load_errors(name, hub=where.kind == "hub"):
+        loaded = _load(where.kind, where.location, where.loader_config, streaming)
     return {split: (lambda rows=rows: _raw(rows)) for split, rows in loaded.items()}
 
 
@@ -254,8 +256,10 @@ def _share_weight(components: list[Component], weight: float | None) -> None:
 # --- which adapter -----------------------------------------------------------------------------------
 
 
-def adapter_for(rows, config: str, options: Options, name: str):
+def adapter_for(rows, config: str, options: DataOptions, name: str):
     columns = set(rows.column_names or rows.features or [])
+    if columns & task_rows.MARKER_COLUMNS and "question" not in columns:  # detection, grounding, OCR, captions
+        return task_rows.Adapter(task_rows.SYNTHETIC_TASKS.get(config, tasks.OD))
     if set(cauldron.COLUMNS) <= columns:
         return cauldron.Adapter(config, options.task_prompt, options.multi_image)
     if {"image", "prefix"} <= columns:  # maestro-style rows, and our own JSON-lines rows

@@ -21,6 +21,11 @@ from pathlib import Path
 
 from florence_tune.errors import UsageError
 
+DATASET_FORMS = (
+    "'synthetic', 'docvqa', 'cauldron[:config,...]', 'docmatix', a hub id, a JSONL file, a folder (JSONL + "
+    "images, parquet files or save_to_disk), or a mixture such as 'docvqa=0.7,cauldron:chartqa=0.3'; "
+    "for detection, OCR and captions: 'synthetic:detection', a COCO JSON or JSON lines with boxes"
+)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -89,8 +94,6 @@ def _joins(base: str, word: str, registry: dict) -> bool:
 
 
 def check(entry: Entry, registry: dict) -> None:
-    from florence_tune.data.sources import DATASET_FORMS
-
     if not entry.base:
         raise UsageError(f"an empty dataset name in the mixture; accepted forms: {DATASET_FORMS}")
     if entry.base in registry:

@@ -40,6 +40,8 @@ READ_BATCH = 16  # rows fetched from a streamed source at a time
 class SampleStream(torch.utils.data.IterableDataset):
     """Iterable of ``Sample`` / ``Skipped`` items that shards itself by worker and rank."""
 
+    random_access = False  # no len, no dataset[i]: see SampleDataset
+
     def __init__(self, components: list[Component], *, limit: int = 0, seed: int = 0, shuffle: bool = False,
                  predict_only: bool = False):
         super().__init__()
@@ -81,6 +83,15 @@ class SampleStream(torch.utils.data.IterableDataset):
                                    shuffle=self.shuffle, limit=limit)
                    for c, limit in zip(self.components, self.limits, strict=True)]
         yield from interleave(sources, self.weights, random.Random(f"{self.seed}:{epoch}:{shard}"))
+
+    def share(self) -> tuple[Iterator[tuple[tuple[int, int], Item]], None]:
+        """This rank's ((position, rank), item) pairs (the stream reads only this rank's shard), and None:
+        a stream does not know its length. For a bounded stream (every n-th sample per rank) the keys sort
+        into the order of the whole split."""
+        return (((position, self.rank), item) for position, item in enumerate(self)), None
+
+    def loader(self, *, batch_size: int, collate_fn, num_workers: int = 0) -> torch.utils.data.DataLoader:
+        return loader(self, batch_size=batch_size, collate_fn=collate_fn, num_workers=num_workers)
 
     def text_samples(self, limit: int | None = None) -> Iterator[Sample]:
         """Usable samples of the whole stream (not this rank's shard), images never decoded."""

@@ -22,12 +22,9 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from florence_tune import paths
 from florence_tune.errors import UsageError
 
 # (original name pattern, native replacement), tried in order; the first match wins.
@@ -69,42 +66,6 @@ _VISION_SAME_NAME = ("depths", "num_heads", "num_groups", "window_size", "projec
 # BART fields that are generation preferences, not architecture; our generation sets them explicitly.
 _TEXT_DROPPED = {"_name_or_path", "architectures", "model_type", "transformers_version", "output_attentions",
                  "output_hidden_states", "return_dict", "id2label", "label2id", "dtype", "torch_dtype"}
-
-
-def convert(config) -> Path:
-    """The ``convert`` command: returns the folder of the native checkpoint."""
-    source, destination = _check_paths(config.source, config.destination, config.overwrite)
-    original = read_original_config(source)
-    state = load_weights(source)
-    native_state = rename_weights(state)
-    with tempfile.TemporaryDirectory() as scratch:
-        tokenizer = build_tokenizer(source, Path(scratch))
-    model = build_model(original, native_state, tokenizer)
-    processor = build_processor(source, tokenizer, model.config)
-    from florence_tune.model import loading
-
-    if destination.exists():
-        shutil.rmtree(destination)
-    return loading.save(model, processor, destination)
-
-
-def _check_paths(source: str | None, destination: str | None, overwrite: bool) -> tuple[Path, Path]:
-    if not source or not destination:
-        raise UsageError("convert needs SOURCE and DESTINATION folders: florence-tune convert ORIGINAL_DIR NATIVE_DIR")
-    src, dst = Path(source).expanduser(), Path(destination).expanduser()
-    if not (src / "config.json").is_file():
-        raise UsageError(f"'{src}' holds no config.json; pass the folder of an original Florence-2 checkpoint")
-    if dst.resolve() == src.resolve():
-        raise UsageError("DESTINATION must differ from SOURCE (the original stays untouched)")
-    if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
-        if not overwrite:
-            raise UsageError(f"destination '{dst}' is not empty; pass --overwrite to replace it or choose another "
-                             "folder")
-        paths.check_replaceable_folder(dst, paths.local_inputs(str(src)), "DESTINATION")
-    if paths.resolved(dst).is_relative_to(paths.resolved(src)):
-        raise UsageError(f"DESTINATION '{dst}' lies inside SOURCE; the original stays untouched, choose a folder "
-                         "outside it")
-    return src, dst
 
 
 # --- config -------------------------------------------------------------------------------------

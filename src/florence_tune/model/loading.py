@@ -14,7 +14,7 @@ from pathlib import Path
 
 from florence_tune import hub
 from florence_tune.errors import FlorenceTuneError, UsageError
-from florence_tune.training import checkpoints
+from florence_tune.model import checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +77,17 @@ def _reject_remote_code_layout(location: str, trust_remote_code: bool) -> None:
         )
 
 
-def load(spec: str, *, trust_remote_code: bool = False, quantization=None):
-    """Return ``(model, processor)`` for a model spec, in eval mode on the CPU.
+def load(spec: str, *, trust_remote_code: bool = False, quantization=None, device=None):
+    """Return ``(model, processor)`` for a model spec, in eval mode, on ``device`` (default: the CPU).
 
     A folder of LoRA adapters loads its base model (named in the adapter config) and wraps it.
+    Commands that generate pass ``distributed.device()``: the GPU of this process when there is one.
     """
+    model, processor = _load(spec, trust_remote_code=trust_remote_code, quantization=quantization)
+    return (model.to(device) if device is not None else model), processor
+
+
+def _load(spec: str, *, trust_remote_code: bool, quantization):
     from transformers import AutoProcessor, Florence2ForConditionalGeneration
 
     location = resolve_model_path(spec)

@@ -21,7 +21,6 @@ tower then runs in eval mode (no stochastic depth): a frozen module has nothing 
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -148,56 +147,3 @@ def fill_image_tokens(model, input_ids: torch.Tensor, features: torch.Tensor) ->
 
 def _dtype(model) -> torch.dtype:
     return next(base_model(model).model.vision_tower.parameters()).dtype
-
-
-# --- activation checkpointing of the vision tower ----------------------------------------------
-
-
-def checkpoint_vision_blocks(model) -> int:
-    """Recompute each DaViT block in the backward pass instead of storing its activations.
-
-    ``gradient_checkpointing_enable()`` covers only the BART layers, while the vision tower holds
-    ~92 % of the activation memory at 768x768. The block's ``forward`` is wrapped on the instance, so
-    parameter names, state dicts and checkpoints are unchanged. Returns how many blocks were wrapped.
-    """
-    from transformers.models.florence2.modeling_florence2 import Florence2VisionBlock
-
-    wrapped = 0
-    for module in model.modules():
-        if isinstance(module, Florence2VisionBlock) and "forward" not in vars(module):
-            module.forward = functools.partial(_checkpointed, module.forward)
-            wrapped += 1
-    return wrapped
-
-
-def checkpoint_text_layers(model) -> None:
-    """The BART layers' own activation checkpointing (non-reentrant, like the DaViT blocks')."""
-    enable = getattr(model, "activation_checkpointing_enable", None)  # newer name; older releases lack it
-    if enable is not None:
-        enable(activation_checkpointing_kwargs={"use_reentrant": False})
-    else:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-
-
-def _checkpointed(forward, hidden_states: torch.Tensor) -> torch.Tensor:
-    if not torch.is_grad_enabled():
-        return forward(hidden_states)
-    from torch.utils.checkpoint import checkpoint
-
-    # Non-reentrant: works when the block's input needs no gradient (frozen stem) and under compile.
-    return checkpoint(forward, hidden_states, use_reentrant=False)
-
-
-# --- compilation ---------------------------------------------------------------------------------
-
-
-def compile_towers(model, backend: str = "inductor") -> None:
-    """``torch.compile`` the vision tower and the BART encoder-decoder in place (names unchanged).
-
-    Compiling the two towers rather than the whole model lets the per-page path call the vision tower
-    on its own and still get the compiled graph. Batches should come in a few fixed shapes
-    (``PixelCollator`` pads lengths to multiples of 32 under --compile).
-    """
-    florence = base_model(model).model
-    florence.vision_tower.compile(backend=backend)
-    florence.language_model.compile(backend=backend)

@@ -13,11 +13,12 @@ Rebuild the shipped tokenizer files (only needed when the corpus below changes):
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from importlib import resources
 from pathlib import Path
+
+from florence_tune.paths import cache_root
 
 TINY_VERSION = "3"
 IMAGE_SIZE = 128
@@ -50,12 +51,6 @@ POST_PROCESSOR_CONFIG = {
 # Same normalisation constants as the published Florence-2 checkpoints (ImageNet statistics).
 IMAGE_MEAN = [0.485, 0.456, 0.406]
 IMAGE_STD = [0.229, 0.224, 0.225]
-
-
-def cache_root() -> Path:
-    """Where built-in assets (tiny model, synthetic data) are materialised."""
-    env = os.environ.get("FLORENCE_TUNE_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "florence_tune"
 
 
 def tiny_dir() -> Path:

@@ -14,11 +14,10 @@ integers, and only the sheet's thumbnails are held.
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterator
 from typing import Any
 
 from florence_tune.data.sample import ALTERED, Sample
-from florence_tune.reporting.sheet import Card, draw
+from florence_tune.reporting.sheet import Card
 
 TOKENIZE_BATCH = 256
 
@@ -95,57 +94,6 @@ class Inspection:
                 "answer_tokens": self.answer_tokens.percentiles(),
                 "image_width": self.widths.percentiles((5, 50, 95)),
                 "image_height": self.heights.percentiles((5, 50, 95))}
-
-
-def items(dataset) -> Iterator[Any]:
-    """Every item of a map-style dataset or a stream, in order."""
-    if hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__"):
-        for index in range(len(dataset)):
-            yield dataset[index]
-    else:
-        yield from dataset
-
-
-def run(config) -> dict[str, Any]:
-    """The ``data inspect`` command: statistics of one split and its contact sheet."""
-    from tqdm.auto import tqdm
-
-    from florence_tune import data
-    from florence_tune.errors import UsageError
-
-    for name in ("max_samples", "sheet_samples", "holdout_rows", "max_target_tokens"):
-        if getattr(config, name) < 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be 0 or more (got {getattr(config, name)})")
-    dataset = data.load(config.dataset, config.split, config.task_prompt, limit=config.max_samples,
-                        require_answer=not data.predict_only(config.dataset, config.split),
-                        clean_questions=config.clean_questions, streaming=config.streaming,
-                        multi_image=config.multi_image, holdout_rows=config.holdout_rows)
-    inspection = Inspection(tokenizer_of(config.model), config.max_target_tokens, config.sheet_samples)
-    total = len(dataset) if hasattr(dataset, "__len__") else None
-    for item in tqdm(items(dataset), total=total, desc="inspect", unit="sample"):
-        inspection.add(item)
-    summary = {"dataset": config.dataset, "split": config.split,
-               "kind": "stream" if data.is_stream(dataset) else "map-style", **inspection.summary()}
-    if getattr(dataset, "predict_only", False):
-        summary["note"] = f"split '{config.split}' has no answers: it is for predictions only"
-    sheet = draw(inspection.cards, f"{config.dataset} · {config.split}", config.sheet)
-    summary["contact_sheet"] = str(sheet)
-    return summary
-
-
-def tokenizer_of(model: str):
-    """The tokenizer of a model spec (only the tokenizer: no weights are loaded)."""
-    from pathlib import Path
-
-    from transformers import AutoTokenizer
-
-    from florence_tune import hub
-    from florence_tune.model import loading
-
-    location = loading.resolve_model_path(model)
-    if not Path(location).exists():
-        hub.prepare_for_hub()
-    return AutoTokenizer.from_pretrained(location)
 
 
 def describe(summary: dict[str, Any]) -> list[str]:

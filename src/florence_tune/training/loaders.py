@@ -1,19 +1,16 @@
-"""Training-side wiring of the fast paths: which flags turn on what, built from plain values.
+"""The training loaders of the page path: which flags turn on what, built from plain values.
 
     florence-tune train --model florence-community/Florence-2-base --dataset docvqa --bf16 \\
         --page-cache auto --group-by-page --num-workers 8 [--compile] [--gradient-checkpointing]
 
 * ``--page-cache DIR|auto``: every unique page decoded and resized once into a uint8 cache
-  (data/pages.py); training reads 1.8 MB copies instead of decoding 10-70 ms JPEGs and resizing.
-* ``--group-by-page``: the questions of a page share a batch and one vision pass (data/page_batches.py,
-  page_path.PagePath).
+  (batch/pages.py); training reads 1.8 MB copies instead of decoding 10-70 ms JPEGs and resizing.
+* ``--group-by-page``: the questions of a page share a batch and one vision pass (batch/samplers.py,
+  model/page_path.py).
 * ``--feature-cache-mib N``: with the tower frozen, its outputs stay on the device across epochs.
 * any of the three: uint8 pages normalised on the device; decoding (when uncached) in the workers.
-* ``--gradient-checkpointing``: also the DaViT blocks (page_path.checkpoint_vision_blocks).
-* ``--compile``: the vision tower and the BART encoder-decoder compiled; lengths padded to multiples of
-  32 and the last partial batch dropped, so only a few shapes reach the compiled graphs.
-* on CUDA: TF32 for the float32 matmuls that remain under bf16 autocast (fused AdamW, SDPA attention
-  and pinned memory are already the defaults).
+* ``--compile``: lengths padded to multiples of 32 and the last partial batch dropped, so only a few
+  shapes reach the compiled graphs (the compilation itself: model/acceleration.py).
 """
 
 from __future__ import annotations
@@ -25,13 +22,31 @@ from typing import Any
 
 import torch
 
-from florence_tune import data, distributed
-from florence_tune.batch.page_batches import PageBatchSampler, PixelCollator
-from florence_tune.batch.pages import PagePixels, PixelSpec, build_cache, index_pages
+from florence_tune import distributed, paths
+from florence_tune.batch.collate import PixelCollator
+from florence_tune.batch.page_cache import build_cache
+from florence_tune.batch.pages import PagePixels, PixelSpec, index_pages
+from florence_tune.batch.samplers import PageBatchSampler
 from florence_tune.errors import UsageError
 from florence_tune.model import page_path
 
 COMPILE_PAD_MULTIPLE = 32
+
+
+@dataclass(frozen=True)
+class PageSettings:
+    """The page flags of ``train`` (``--page-cache``, ``--page-cache-draft``, ``--group-by-page``,
+    ``--feature-cache-mib``) and what they depend on."""
+
+    page_cache: str | None = None
+    draft: bool = False
+    group_by_page: bool = False
+    feature_cache_mib: int = 0
+    compile: bool = False
+
+    @property
+    def wanted(self) -> bool:
+        return bool(self.page_cache or self.group_by_page or self.feature_cache_mib)
 
 
 @dataclass
@@ -45,66 +60,48 @@ class FastPath:
     sampler: PageBatchSampler | None
 
 
-def wanted(config) -> bool:
-    return bool(config.page_cache or config.group_by_page or config.feature_cache_mib)
-
-
 def page_cache_root(setting: str) -> Path:
-    if setting == "auto":
-        from florence_tune.model.tiny import cache_root
-
-        return cache_root() / "pages"
-    return Path(setting).expanduser()
+    return paths.cache_root() / "pages" if setting == "auto" else Path(setting).expanduser()
 
 
-def build(model, processor, train_data, eval_data, config, max_positions: int) -> FastPath | None:
-    """The page path for this run, or None when no page flag is on."""
-    if not wanted(config):
+def build(model, processor, train_data, eval_data, settings: PageSettings, *, batch_size: int, shuffle: bool,
+          seed: int, max_positions: int, max_target_tokens: int, sharded: bool) -> FastPath | None:
+    """The page path for this run, or None when no page flag is on. ``sharded``: FSDP or DeepSpeed."""
+    if not settings.wanted:
         return None
-    if getattr(config, "fsdp", False) or getattr(config, "deepspeed", None):
+    if sharded:
         # The page path calls the vision tower outside the wrapped forward, where sharded weights are not gathered.
         raise UsageError("--page-cache, --group-by-page and --feature-cache-mib run under DDP; drop --fsdp/--deepspeed "
                          "(Florence-2 fits one GPU) or these flags")
-    if data.is_stream(train_data):
+    if not train_data.random_access:
         raise UsageError("--page-cache, --group-by-page and --feature-cache-mib need a map-style dataset "
                          "(not --streaming or a weighted mixture)")
-    if config.feature_cache_mib and page_path.vision_trains(model):
+    if settings.feature_cache_mib and page_path.vision_trains(model):
         raise UsageError("--feature-cache-mib needs a frozen vision tower (--strategy freeze-vision): "
                          "a tower that trains changes its features every step")
     spec = PixelSpec.from_processor(processor)
-    train_pages = page_view(train_data, spec, config)
-    eval_pages = page_view(eval_data, spec, config) if eval_data is not None else None
-    sampler = (PageBatchSampler(train_pages.index.page_of, config.batch_size, shuffle=config.shuffle,
-                                seed=config.seed, drop_last=config.compile) if config.group_by_page else None)
-    collator = PixelCollator(processor, max_positions=max_positions, max_target_tokens=config.max_target_tokens,
-                             pad_to_multiple_of=COMPILE_PAD_MULTIPLE if config.compile else 8)
-    features = page_path.FeatureCache(config.feature_cache_mib) if config.feature_cache_mib else None
+    train_pages = page_view(train_data, spec, settings)
+    eval_pages = page_view(eval_data, spec, settings) if eval_data is not None else None
+    sampler = (PageBatchSampler(train_pages.index.page_of, batch_size, shuffle=shuffle, seed=seed,
+                                drop_last=settings.compile) if settings.group_by_page else None)
+    collator = PixelCollator(processor, max_positions=max_positions, max_target_tokens=max_target_tokens,
+                             pad_to_multiple_of=COMPILE_PAD_MULTIPLE if settings.compile else 8)
+    features = page_path.FeatureCache(settings.feature_cache_mib) if settings.feature_cache_mib else None
     return FastPath(page_path.PagePath(spec, features), collator, train_pages, eval_pages, sampler)
 
 
-def page_view(dataset, spec: PixelSpec, config) -> PagePixels:
+def page_view(dataset, spec: PixelSpec, settings: PageSettings) -> PagePixels:
     """``dataset`` as uint8 pages: from the page cache when asked for one (rank 0 builds it first)."""
     index = index_pages(dataset)
     cache = None
-    if config.page_cache:
+    if settings.page_cache:
         with distributed.main_process_first():
-            cache = build_cache(dataset, index, spec, page_cache_root(config.page_cache),
-                                workers=os.cpu_count() or 1, draft=config.page_cache_draft)
+            cache = build_cache(dataset, index, spec, page_cache_root(settings.page_cache),
+                                workers=os.cpu_count() or 1, draft=settings.draft)
     return PagePixels(dataset, index, spec, cache)
 
 
-def prepare_model(model, config) -> None:
-    """Vision-inclusive activation checkpointing, compilation and TF32, as the flags ask."""
-    if config.gradient_checkpointing and page_path.vision_trains(model):
-        page_path.checkpoint_vision_blocks(model)
-    if torch.cuda.is_available():
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    if config.compile:
-        page_path.compile_towers(model)
-
-
-def train_loader(trainer, fast: FastPath):
+def page_train_loader(trainer, fast: FastPath):
     """The Trainer's training loader, batched page by page (accelerate deals whole batches to ranks)."""
     from functools import partial
 

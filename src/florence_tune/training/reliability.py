@@ -1,8 +1,8 @@
 """Training runs that survive interruption: resume, preemption, atomic checkpoints, guarded steps.
 
-* ``resume_point`` — which checkpoint ``--resume`` continues from, refusing settings that would change
-  the training. The continuation itself is ``Trainer.train(resume_from_checkpoint=...)``: it restores
-  weights, optimizer, scheduler, grad scaler and every RNG, and skips the batches already seen.
+* ``--resume`` picks its checkpoint and refuses changed settings in ``commands/train.py``; the
+  continuation itself is ``Trainer.train(resume_from_checkpoint=...)``: it restores weights,
+  optimizer, scheduler, grad scaler and every RNG, and skips the batches already seen.
 * ``ReliableTrainerMixin`` — put before ``Trainer`` in a subclass's bases. It publishes checkpoints
   atomically (see ``checkpoints``), skips updates whose loss or gradients are not finite, turns
   SIGTERM/SIGINT into a checkpoint at the next step boundary, and carries its counters in checkpoints.
@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
 import os
@@ -25,29 +24,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from transformers import ProgressCallback, TrainerCallback
 
-from florence_tune.config import TrainConfig, build
-from florence_tune.errors import FlorenceTuneError, Stopped, UsageError
-from florence_tune.training import checkpoints
+from florence_tune.errors import FlorenceTuneError, Stopped
+from florence_tune.model import checkpoints
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "florence_tune_state.json"  # our counters, inside every checkpoint
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-# Settings that change what is written, evaluated, reported or how memory is spent, never the
-# optimisation: they may differ when a run is resumed (e.g. gradient checkpointing after an out-of-memory
-# stop). Every other setting must match the run's config.yaml; a new setting is compared unless it is
-# added here, the safe default.
-FREE_ON_RESUME = frozenset({
-    "output_dir", "overwrite", "resume", "eval_split", "eval_batch_size", "eval_steps", "save_steps",
-    "save_total_limit", "logging_steps", "max_eval_samples", "num_workers", "eval_before", "num_beams",
-    "max_new_tokens", "trust_remote_code", "max_nonfinite_steps", "ddp_timeout", "report_to", "metrics",
-    "gradient_checkpointing",
-})
-
 
 # --- resuming ----------------------------------------------------------------------------------
 
@@ -65,53 +50,6 @@ def _launcher() -> str:
     nodes = int(os.environ["WORLD_SIZE"]) // max(int(per_node), 1)
     where = f"--nnodes {nodes} <your rendezvous options> " if nodes > 1 else ""  # the endpoint is not ours to know
     return f"torchrun {where}--nproc-per-node {per_node} -m florence_tune train"
-
-
-def resume_point(run_dir: Path, config: TrainConfig) -> str | None:
-    """The checkpoint ``--resume`` continues from (None without ``--resume``); checked before heavy work."""
-    if not config.resume:
-        return None
-    checkpoint = _chosen_checkpoint(Path(run_dir), config.resume)
-    saved = next((p for p in (Path(run_dir) / "config.yaml", checkpoint.parent / "config.yaml") if p.is_file()), None)
-    if saved is None:
-        log.warning("no config.yaml next to %s: cannot check that the settings match the run", checkpoint)
-    else:
-        refuse_changed_settings(config, saved)
-    return str(checkpoint)
-
-
-def _chosen_checkpoint(run_dir: Path, resume: str) -> Path:
-    if resume == "auto":
-        newest = checkpoints.newest_complete(run_dir)
-        if newest is None:
-            raise UsageError(f"nothing to resume in '{run_dir}': it holds no complete checkpoint "
-                             f"(checkpoint-N/ with a {checkpoints.MARKER} file); run without --resume to start it")
-        return newest
-    folder = Path(resume).expanduser()
-    if not folder.is_dir():
-        raise UsageError(f"--resume '{resume}' is not a folder; pass a checkpoint-N folder, "
-                         "or --resume alone for the newest complete one")
-    if not checkpoints.is_complete(folder):
-        raise UsageError(f"'{folder}' is not a complete checkpoint (no {checkpoints.MARKER} file: its save was "
-                         "interrupted); pass another checkpoint-N folder, or --resume alone for the newest one")
-    return folder
-
-
-def changed_settings(config: TrainConfig, saved: dict[str, Any]) -> list[str]:
-    """'name (saved X, now Y)' for every setting outside FREE_ON_RESUME that differs from ``saved``."""
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    before = build(TrainConfig, {k: v for k, v in saved.items() if k in names}, source="the run's config.yaml")
-    return [f"{name} (saved {getattr(before, name)!r}, now {getattr(config, name)!r})"
-            for name in sorted(names - FREE_ON_RESUME) if getattr(before, name) != getattr(config, name)]
-
-
-def refuse_changed_settings(config: TrainConfig, saved_file: Path) -> None:
-    saved = yaml.safe_load(saved_file.read_text()) or {}
-    changed = changed_settings(config, saved)
-    if changed:
-        raise UsageError(f"cannot resume: settings that change the training differ from {saved_file}: "
-                         f"{', '.join(changed)}; resume with the saved settings "
-                         f"({resume_command(saved_file.parent)}) or start a new run in another --output-dir")
 
 
 def logged_metrics(metrics_file: Path, prefix: str) -> dict[str, Any]:

@@ -64,7 +64,9 @@ class Adapter:
         return Sample(id=sample_id, image=None, prompt=self.task_prompt + question.strip(),
                       target=answer.strip(), references=[answer.strip()], meta=meta)
 
-    def image(self, row: dict[str, Any]):
+    def image(self, row: dict[str, Any], draft: int | None = None):
+        """The row's page; several pages are tiled (or the row skipped). ``draft`` is not used: tiling
+        wants every page at full size."""
         images = [image for image in row.get("images") or [] if image is not None]
         if not images:
             raise BadSample("no_image")

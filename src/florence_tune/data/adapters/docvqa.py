@@ -82,8 +82,8 @@ class Adapter:
         except BadSample as exc:
             return [Skipped(exc.reason)]
 
-    def image(self, row: dict[str, Any]):
+    def image(self, row: dict[str, Any], draft: int | None = None):
         if not row.get("image"):
             raise BadSample("no_image")
-        return open_image(row["image"]), ()
+        return open_image(row["image"], draft=draft), ()
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from florence_tune.data.adapters import docvqa
+from florence_tune.data.adapters import docvqa, tasks
 from florence_tune.data.rows import Item
 from florence_tune.data.sample import Sample, Skipped
 from florence_tune.errors import UsageError
@@ -54,17 +54,19 @@ def jsonl_features():
 
 
 def kind_of(path: Path) -> str:
-    """'disk' (save_to_disk), 'jsonl', or 'files' (parquet / a hub-layout copy, read by load_dataset)."""
+    """'disk' (save_to_disk), 'tasks' (COCO JSON or JSON lines with boxes / a task, see tasks.py), 'jsonl'
+    (VQA JSON lines), or 'files' (parquet / a hub-layout copy, read by load_dataset). Decided here, once."""
     if path.is_file():
         if path.suffix in JSONL_SUFFIXES:
-            return "jsonl"
+            return "tasks" if tasks.is_task_file(path) else "jsonl"
         if path.suffix == ".parquet":
             return "files"
         raise UsageError(f"dataset file '{path}' is neither JSON lines (.jsonl) nor parquet (.parquet)")
     if any((path / marker).exists() for marker in _DISK_MARKERS):
         return "disk"
-    if _jsonl_files(path):
-        return "jsonl"
+    files = _jsonl_files(path)
+    if files:
+        return "tasks" if any(tasks.is_task_file(f) for f in files) else "jsonl"
     if any(path.rglob("*.parquet")) or (path / "README.md").exists():
         return "files"
     raise UsageError(f"dataset folder '{path}' holds no JSON lines, parquet files or save_to_disk dataset; "
@@ -73,7 +75,7 @@ def kind_of(path: Path) -> str:
 
 def _jsonl_files(folder: Path) -> list[Path]:
     return sorted(p for suffix in JSONL_SUFFIXES for p in folder.rglob(f"*{suffix}")
-                  if p.name not in ("dataset_info.json", *_DISK_MARKERS) and "__pycache__" not in p.parts)
+                  if p.name not in tasks.DATASETS_METADATA and "__pycache__" not in p.parts)
 
 
 def split_of(relative: Path) -> str:
@@ -160,6 +162,37 @@ def jsonl_rows(files: list[Path], root: Path, streaming: bool):
     if streaming:  # one shard per file, so workers and ranks split by file when they can
         return datasets.IterableDataset.from_generator(read_jsonl, features=jsonl_features(), gen_kwargs=kwargs)
     return datasets.Dataset.from_generator(read_jsonl, features=jsonl_features(), gen_kwargs=kwargs)
+
+
+def task_splits(path: Path, streaming: bool) -> dict:
+    """Split name → a function returning the task rows of that split (see tasks.py).
+
+    Rows that carry a ``split`` value are split by it; otherwise files are, by their names. Rows are read
+    into a cached Arrow table first (annotation files are small), and streamed from it when asked."""
+    import datasets
+
+    root = Path(os.path.realpath(path.parent if path.is_file() else path))
+    files = [Path(os.path.realpath(f)) for f in ([path] if path.is_file() else _jsonl_files(path))]
+    files = [f for f in files if tasks.is_task_file(f)]
+
+    def table(chosen: list[Path]):
+        return datasets.Dataset.from_generator(tasks.read_rows, features=tasks.features(),
+                                               gen_kwargs={"files": [str(f) for f in chosen],
+                                                           "stamps": file_stamps(chosen)})
+
+    def served(rows):
+        return rows.to_iterable_dataset(num_shards=min(len(rows), 8) or 1) if streaming else rows
+
+    everything = table(files)
+    marked = sorted(value for value in everything.unique("split") if value)
+    if marked:
+        return {split: (lambda split=split: served(everything.filter(lambda value: value == split,
+                                                                     input_columns="split")))
+                for split in marked}
+    by_split: dict[str, list[Path]] = {}
+    for file in files:
+        by_split.setdefault(split_of(file.relative_to(root)), []).append(file)
+    return {split: (lambda chosen=chosen: served(table(chosen))) for split, chosen in by_split.items()}
 
 
 # --- rows → samples --------------------------------------------------------------------------------

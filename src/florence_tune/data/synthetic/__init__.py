@@ -34,6 +34,7 @@ import datasets
 from PIL import Image
 
 from florence_tune.data.synthetic.layouts import DESIGN_HEIGHT, DESIGN_WIDTH, LAYOUTS, Page
+from florence_tune.paths import cache_root
 
 # Bump whenever rendering, questions or stored columns change: the READY marker embeds it, so cached
 # datasets built by an older generator are rebuilt instead of silently reused.
@@ -354,6 +355,11 @@ def _move_into_place(staging: Path, root: Path, marker: str):
         shutil.rmtree(retired, ignore_errors=True)
     else:
         os.rename(staging, root)
+
+
+def default_root() -> Path:
+    """Where the built-in set is materialised (``write_dataset``'s marker says which build it holds)."""
+    return cache_root() / "synthetic-v1"
 
 
 def write_dataset(root: str | os.PathLike, sizes: dict[str, int] | None = None, seed: int = 0) -> Path:

@@ -1,0 +1,35 @@
+"""Config objects → the typed values components take; each mapping written once, here.
+
+Only ``commands/`` reads config objects (tests/test_layout.py checks it); everything below receives
+``DataOptions``, ``Decoding``, ``LoraSettings`` and plain values.
+"""
+
+from __future__ import annotations
+
+from florence_tune.data import DataOptions
+from florence_tune.evaluation.generation import Decoding
+from florence_tune.model.strategies import LoraSettings
+
+
+def data_options(config, *, limit: int = 0, shuffle: bool = False) -> DataOptions:
+    """How ``config``'s dataset is read (train, evaluate, data inspect share these settings)."""
+    return DataOptions(task_prompt=config.task_prompt, clean_questions=config.clean_questions,
+                       multi_image=config.multi_image, holdout_rows=config.holdout_rows,
+                       streaming=config.streaming, limit=limit, shuffle=shuffle, seed=getattr(config, "seed", 0))
+
+
+def decoding(config) -> Decoding:
+    return Decoding(num_beams=config.num_beams, max_new_tokens=config.max_new_tokens)
+
+
+def split_list(text: str) -> tuple[str, ...]:
+    """'a, b,,c' → ('a', 'b', 'c'): the comma-separated flags (--freeze, --lora-targets, --report-to)."""
+    return tuple(part.strip() for part in (text or "").split(",") if part.strip())
+
+
+def lora(config) -> LoraSettings:
+    """The LoRA settings (used by the lora and qlora strategies)."""
+    targets = split_list(config.lora_targets)
+    return LoraSettings(rank=config.lora_rank, alpha=config.lora_alpha, dropout=config.lora_dropout,
+                        **({"targets": targets} if targets else {}), use_dora=config.use_dora,
+                        use_rslora=config.use_rslora)

@@ -1,0 +1,336 @@
+"""``florence-tune train``: fine-tune, evaluate before and after, write the run directory.
+
+    florence-tune train                                           # the embedded demo (tiny, synthetic)
+    florence-tune train --model florence-community/Florence-2-base --dataset docvqa --output-dir runs/docvqa
+    florence-tune train --config runs/docvqa/config.yaml --resume   # continue an interrupted run
+
+``run`` reads like its table of contents; the rest of this module maps the config onto the plain values
+the components take (the only place that knows both vocabularies).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from transformers import TrainingArguments
+
+from florence_tune import data, distributed, paths
+from florence_tune.batch.collate import Collator, encoder_positions
+from florence_tune.commands import options
+from florence_tune.config import TrainConfig, build, check_bounds, free_on_resume, to_yaml
+from florence_tune.errors import UsageError
+from florence_tune.evaluation import records, task_metrics
+from florence_tune.model import acceleration, checkpoints, loading, strategies
+from florence_tune.reporting import report
+from florence_tune.reporting.model_card import write_model_card
+from florence_tune.training import loaders, reliability
+from florence_tune.training.trainer import FlorenceTrainer, MetricsFileCallback, peak_memory_mib, tensorboard_callback
+
+log = logging.getLogger(__name__)
+BASELINE_TRAIN_SAMPLES = 5000  # enough for the image-blind baseline; bounded so huge sources stay cheap
+
+
+def run(config: TrainConfig) -> dict[str, Any]:
+    """Returns the run's summary (also written to summary.json)."""
+    validate(config)
+    distributed.init()  # joins the process group under torchrun; a no-op for one process
+    run_dir = Path(config.output_dir)
+    resume_from = resume_point(run_dir, config)  # None unless --resume
+    if resume_from is None:
+        refuse_existing_run(run_dir, config)
+    distributed.barrier()  # every rank has checked the folder before rank 0 touches it
+    with distributed.main_process_first():  # rank 0 builds caches / downloads, the others reuse them
+        train_data, eval_data = load_splits(config)
+        model, processor = load_model(config)
+    report_parameters(model)
+    if distributed.is_main():
+        prepare_run_dir(run_dir, config)
+    distributed.barrier()
+    trainer = build_trainer(model, processor, train_data, eval_data, config, run_dir)
+
+    if resume_from:  # the first part of the run measured the start; its numbers are in metrics.jsonl
+        before = reliability.logged_metrics(run_dir / "metrics.jsonl", "before_")
+    else:
+        before = trainer.evaluate(metric_key_prefix="before") if eval_data is not None and config.eval_before else {}
+    trainer.train(resume_from_checkpoint=resume_from)
+    after = trainer.latest_evaluation() if eval_data is not None else {}
+
+    summary = summarise(config, trainer, before, after, blind_baseline(train_data, eval_data), run_dir / "final")
+    if distributed.is_main():  # one writer for everything in the run directory
+        loading.save(trainer.model, processor, run_dir / "final")
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        write_model_card(run_dir, config, summary)
+        if eval_data is not None:
+            report.write_report(run_dir, dataset=eval_data)
+    distributed.barrier()
+    return summary
+
+
+# --- before any heavy work -------------------------------------------------------------------------
+
+
+def validate(config: TrainConfig) -> None:
+    """Catch impossible settings before any heavy work."""
+    check_bounds(config)
+    task_metrics.parse_names(config.metrics)  # an unknown metric name is a usage error now, not after training
+    strategies.parse_strategy(config.strategy)
+    if config.max_steps <= 0 and config.epochs <= 0:
+        raise UsageError("give a positive --epochs or --max-steps")
+    if config.lr is not None and config.lr <= 0:
+        raise UsageError(f"--lr must be positive (got {config.lr})")
+    if config.resume and config.overwrite:
+        raise UsageError("--resume continues the run in --output-dir and --overwrite deletes it; pass only one")
+    if config.fsdp and config.deepspeed:
+        raise UsageError("choose one of --fsdp and --deepspeed")
+    if data.makes_stream(config.dataset, config.streaming) and config.max_steps <= 0:
+        why = "--streaming" if config.streaming else "a weighted mixture"
+        raise UsageError(f"{why} has no length to count epochs by; give --max-steps (e.g. --max-steps 1000)")
+    for split in (config.train_split, config.eval_split):
+        if data.predict_only(config.dataset, split):
+            raise UsageError(f"split '{split}' of '{config.dataset}' has no answers (it is for predictions only); "
+                             "train on 'train' and evaluate on 'validation'")
+
+
+def resume_point(run_dir: Path, config: TrainConfig) -> str | None:
+    """The checkpoint ``--resume`` continues from (None without ``--resume``), refusing changed settings."""
+    if not config.resume:
+        return None
+    checkpoint = _chosen_checkpoint(run_dir, config.resume)
+    saved = next((p for p in (run_dir / "config.yaml", checkpoint.parent / "config.yaml") if p.is_file()), None)
+    if saved is None:
+        log.warning("no config.yaml next to %s: cannot check that the settings match the run", checkpoint)
+    else:
+        refuse_changed_settings(config, saved)
+    return str(checkpoint)
+
+
+def _chosen_checkpoint(run_dir: Path, resume: str) -> Path:
+    if resume == "auto":
+        newest = checkpoints.newest_complete(run_dir)
+        if newest is None:
+            raise UsageError(f"nothing to resume in '{run_dir}': it holds no complete checkpoint "
+                             f"(checkpoint-N/ with a {checkpoints.MARKER} file); run without --resume to start it")
+        return newest
+    folder = Path(resume).expanduser()
+    if not folder.is_dir():
+        raise UsageError(f"--resume '{resume}' is not a folder; pass a checkpoint-N folder, "
+                         "or --resume alone for the newest complete one")
+    if not checkpoints.is_complete(folder):
+        raise UsageError(f"'{folder}' is not a complete checkpoint (no {checkpoints.MARKER} file: its save was "
+                         "interrupted); pass another checkpoint-N folder, or --resume alone for the newest one")
+    return folder
+
+
+def changed_settings(config: TrainConfig, saved: dict[str, Any]) -> list[str]:
+    """'name (saved X, now Y)' for every setting that may not change on resume and differs from ``saved``."""
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    before = build(TrainConfig, {k: v for k, v in saved.items() if k in names}, source="the run's config.yaml")
+    return [f"{name} (saved {getattr(before, name)!r}, now {getattr(config, name)!r})"
+            for name in sorted(names - free_on_resume(TrainConfig)) if getattr(before, name) != getattr(config, name)]
+
+
+def refuse_changed_settings(config: TrainConfig, saved_file: Path) -> None:
+    changed = changed_settings(config, yaml.safe_load(saved_file.read_text()) or {})
+    if changed:
+        raise UsageError(f"cannot resume: settings that change the training differ from {saved_file}: "
+                         f"{', '.join(changed)}; resume with the saved settings "
+                         f"({reliability.resume_command(saved_file.parent)}) or start a new run in another "
+                         "--output-dir")
+
+
+def refuse_existing_run(run_dir: Path, config: TrainConfig) -> None:
+    """Never mix two runs in one folder, never delete anything but a run (checked before any heavy work)."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UsageError(f"--output-dir '{run_dir}' is a file; choose a folder")
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        if not config.overwrite:
+            raise UsageError(f"output directory '{run_dir}' already holds a run; pass --overwrite to replace it "
+                             "or choose another --output-dir")
+        paths.check_replaceable_run(run_dir, paths.local_inputs(config.model, config.dataset))
+
+
+# --- data, model, trainer ----------------------------------------------------------------------------
+
+
+def load_splits(config: TrainConfig):
+    """(train data, eval data or None)."""
+    train_data = data.load(config.dataset, config.train_split,
+                           options.data_options(config, limit=config.max_train_samples, shuffle=config.shuffle))
+    if config.eval_split.lower() == "none":
+        return train_data, None
+    return train_data, data.load(config.dataset, config.eval_split,
+                                 options.data_options(config, limit=config.max_eval_samples))
+
+
+def load_model(config: TrainConfig):
+    """(model ready for its strategy, processor)."""
+    strategy = strategies.parse_strategy(config.strategy)
+    quantization = strategies.quantization_config() if strategy is strategies.Strategy.QLORA else None
+    model, processor = loading.load(config.model, trust_remote_code=config.trust_remote_code,
+                                    quantization=quantization)
+    model = strategies.apply(model, strategy, freeze=options.split_list(config.freeze), lora=options.lora(config))
+    if strategies.is_adapter_model(model):
+        # Saved adapters name the model spec the user gave, so they reload through loading.load.
+        model.peft_config["default"].base_model_name_or_path = config.model
+    return model, processor
+
+
+def report_parameters(model) -> None:
+    if not distributed.is_main():
+        return
+    trainable, total = loading.count_parameters(model)
+    print(f"parameters: {trainable:,} trainable / {total:,} total ({100 * trainable / max(total, 1):.1f}%)")
+
+
+def prepare_run_dir(run_dir: Path, config: TrainConfig) -> Path:
+    """Start the run folder afresh and save the resolved config."""
+    if run_dir.is_dir() and config.overwrite:
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(to_yaml(config))
+    return run_dir
+
+
+def build_trainer(model, processor, train_data, eval_data, config: TrainConfig, run_dir: Path) -> FlorenceTrainer:
+    positions = encoder_positions(model)
+    collator = Collator(processor, max_positions=positions, max_target_tokens=config.max_target_tokens)
+    fast = loaders.build(model, processor, train_data, eval_data, page_settings(config), batch_size=config.batch_size,
+                         shuffle=config.shuffle, seed=config.seed, max_positions=positions,
+                         max_target_tokens=config.max_target_tokens, sharded=config.fsdp or bool(config.deepspeed))
+    if fast is not None:  # uint8 pages, vision once per page (training/loaders.py)
+        collator, train_data, eval_data = fast.collator, fast.train_data, fast.eval_data
+    acceleration.prepare(model, gradient_checkpointing=config.gradient_checkpointing,
+                         compile_backend="inductor" if config.compile else None)
+    args = training_arguments(config, run_dir)
+    return FlorenceTrainer(
+        model=model, args=args, train_dataset=train_data, eval_dataset=eval_data, data_collator=collator,
+        fast=fast, processing_class=processor,
+        callbacks=[MetricsFileCallback(run_dir / "metrics.jsonl"), *tensorboard_callback(args, run_dir)],
+        decoding=options.decoding(config), max_nonfinite_steps=config.max_nonfinite_steps,
+        predictions_path=run_dir / "predictions.jsonl", metric_names=task_metrics.parse_names(config.metrics))
+
+
+def page_settings(config: TrainConfig) -> loaders.PageSettings:
+    return loaders.PageSettings(page_cache=config.page_cache, draft=config.page_cache_draft,
+                                group_by_page=config.group_by_page, feature_cache_mib=config.feature_cache_mib,
+                                compile=config.compile)
+
+
+def learning_rate(config: TrainConfig) -> float:
+    """A model trained from scratch (tiny) needs a far larger step than a pretrained checkpoint."""
+    if config.lr is not None:
+        return config.lr
+    return 1e-3 if config.model == "tiny" else 1e-5
+
+
+def training_arguments(config: TrainConfig, run_dir: Path) -> TrainingArguments:
+    """Map our flags onto ``TrainingArguments``. Activation checkpointing is not among them: it is set on
+    the model by ``acceleration.prepare``, the code the benchmark measures."""
+    eval_every = "steps" if config.eval_steps > 0 else "epoch"
+    save_every = "steps" if config.save_steps > 0 else "epoch"
+    optional = {"optim": config.optim} if config.optim else {}
+    report_to = [] if config.report_to.strip().lower() == "none" else list(options.split_list(config.report_to))
+    return TrainingArguments(
+        **optional,
+        output_dir=str(run_dir),
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.eval_batch_size or config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        learning_rate=learning_rate(config),
+        lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup_steps,
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
+        eval_strategy=eval_every if config.eval_split.lower() != "none" else "no",
+        eval_steps=config.eval_steps or None,
+        save_strategy=save_every,
+        save_steps=config.save_steps or None,
+        save_total_limit=config.save_total_limit,
+        logging_steps=config.logging_steps,
+        seed=config.seed,
+        train_sampling_strategy="random" if config.shuffle else "sequential",
+        ddp_timeout=config.ddp_timeout,
+        **sharding_arguments(config),
+        bf16=config.bf16,
+        dataloader_num_workers=config.num_workers,
+        dataloader_persistent_workers=config.num_workers > 0,
+        dataloader_prefetch_factor=4 if config.num_workers > 0 else None,
+        dataloader_drop_last=config.compile,  # a compiled graph keeps one batch shape
+        dataloader_pin_memory=torch.cuda.is_available(),
+        use_cpu=not torch.cuda.is_available(),
+        remove_unused_columns=False,
+        label_names=["labels"],
+        report_to=report_to,
+        disable_tqdm=False,
+    )
+
+
+def sharding_arguments(config: TrainConfig) -> dict[str, Any]:
+    """FSDP or DeepSpeed instead of DDP; both run through the Trainer's own accelerate integration."""
+    if config.fsdp:
+        # Wrap at the repeated blocks of both towers so each GPU holds a shard of every layer.
+        layers = "BartEncoderLayer,BartDecoderLayer,Florence2VisionBlock"
+        return {"fsdp": True, "fsdp_config": {"transformer_layer_cls_to_wrap": layers.split(","),
+                                              "reshard_after_forward": True}}
+    if config.deepspeed:
+        import importlib.util
+
+        if importlib.util.find_spec("deepspeed") is None:
+            raise UsageError("--deepspeed needs the deepspeed package: pip install deepspeed")
+        if not Path(config.deepspeed).is_file():
+            raise UsageError(f"--deepspeed config file not found: {config.deepspeed}")
+        return {"deepspeed": config.deepspeed}
+    return {}
+
+
+# --- after training ----------------------------------------------------------------------------------
+
+
+def blind_baseline(train_data, eval_data) -> float | None:
+    """The image-blind baseline's ANLS, computed once (on the main process: it reads no rank's shard)."""
+    if eval_data is None or not distributed.is_main():
+        return None
+    return records.majority_baseline(itertools.islice(train_data.text_samples(), BASELINE_TRAIN_SAMPLES),
+                                     eval_data.text_samples())
+
+
+def summarise(config: TrainConfig, trainer: FlorenceTrainer, before, after, baseline, final_dir: Path) -> dict:
+    history = trainer.state.log_history
+    train_losses = [h["loss"] for h in history if "loss" in h]
+    return {
+        "output_dir": str(Path(config.output_dir)),
+        "final": str(final_dir),
+        "steps": trainer.state.global_step,
+        "learning_rate": trainer.args.learning_rate,
+        "anls_before": before.get("before_anls"),
+        "anls_after": after.get("eval_anls"),
+        "exact_match_after": after.get("eval_exact_match"),
+        "anls_blind_baseline": baseline,
+        "metrics_before": _task_metrics(before, "before"),
+        "metrics_after": _task_metrics(after, "eval"),
+        "eval_loss_before": before.get("before_loss"),
+        "eval_loss_after": after.get("eval_loss"),
+        "first_train_loss": train_losses[0] if train_losses else None,
+        "last_train_loss": train_losses[-1] if train_losses else None,
+        "data": distributed.sum_counts(trainer.train_stats),  # every rank's skipped/altered samples
+        "skipped_updates": trainer.guard.skipped,  # optimizer steps skipped for a NaN/inf loss or gradient
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "train_samples_per_second": next((h["train_samples_per_second"] for h in reversed(history)
+                                          if "train_samples_per_second" in h), None),
+        "peak_memory_mib": peak_memory_mib(),
+    }
+
+
+def _task_metrics(logged: dict[str, Any], prefix: str) -> dict[str, float]:
+    """The generation metrics (anls, cer, map...) among an evaluation's logged numbers, unprefixed."""
+    return {name: logged[f"{prefix}_{name}"] for name in task_metrics.NAMES if f"{prefix}_{name}" in logged}

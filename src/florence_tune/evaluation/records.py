@@ -1,0 +1,77 @@
+"""Predictions as records: one scored line per question, the summary of a split, the image-blind baseline.
+
+    florence-tune evaluate --model runs/demo --output predictions.jsonl   # one record per line
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from florence_tune.data.sample import Sample
+from florence_tune.evaluation import metrics, task_metrics
+
+
+def score_record(sample: Sample, prediction: str, processor=None) -> dict[str, Any]:
+    """One predictions.jsonl line; box tasks add their parsed boxes (``task_metrics.record_fields``)."""
+    return {
+        "question_id": sample.id,
+        "question": sample.meta.get("question", sample.prompt),
+        "prediction": prediction,
+        "references": sample.references,
+        "anls": metrics.anls_score(prediction, sample.references),
+        "exact_match": metrics.exact_match(prediction, sample.references),
+        "group": sample.meta.get("question_type", "all"),
+        "meta": {k: v for k, v in sample.meta.items() if v is None or isinstance(v, str | int | float | bool)},
+        **task_metrics.record_fields(sample, prediction, processor),
+    }
+
+
+def summarise(records: list[dict[str, Any]], metric_names: list[str] | None = None) -> dict[str, Any]:
+    """The metrics of the records' tasks (VQA: ANLS / exact match, plus per-group ANLS) and n;
+    ``metric_names`` replaces the choice (see ``task_metrics``)."""
+    summary: dict[str, Any] = {**task_metrics.compute(records, metric_names), "n": len(records)}
+    scored_by_anls = task_metrics.select(records, metric_names).get("anls")
+    if scored_by_anls is not None:
+        groups = metrics.group_scores(scored_by_anls, key=lambda r: r["group"])
+        summary["anls_by_group"] = {name: values["anls"] for name, values in sorted(groups.items())}
+    return summary
+
+
+def unscored(records: list[dict[str, Any]], spec: str, split: str) -> dict[str, Any]:
+    """The summary of a split without answers (DocVQA's test split): predictions, no score."""
+    return {"n": len(records), "predict_only": True,
+            "note": f"split '{split}' of '{spec}' has no answers: predictions only, nothing scored"}
+
+
+def majority_baseline(train: Iterable[Sample], evaluation: Iterable[Sample]) -> float | None:
+    """ANLS of always answering the most frequent training answer of the question's group (or, for a
+    group training never saw, the most frequent answer overall).
+
+    A model that never looks at the image can do this well; a fine-tuned model must beat it. Each input
+    is read once, so both may be iterators. None when there are no questions to answer.
+    """
+    by_group: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    overall: collections.Counter = collections.Counter()
+    for sample in train:
+        by_group[sample.meta.get("question_type", "all")][sample.target] += 1
+        overall[sample.target] += 1
+    fallback = overall.most_common(1)[0][0] if overall else ""
+    scores = []
+    for sample in evaluation:
+        counter = by_group.get(sample.meta.get("question_type", "all"))
+        guess = counter.most_common(1)[0][0] if counter else fallback
+        scores.append(metrics.anls_score(guess, sample.references))
+    return metrics.aggregate(scores) if scores else None
+
+
+def write_predictions(records: list[dict[str, Any]], path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as handle:
+        for record in records:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return path
