@@ -88,7 +88,7 @@ def test_convert_overwrite_never_touches_its_source(tmp_path, capsys):
     source.mkdir(parents=True)
     (source / "config.json").write_text("{}")
     assert main(["convert", str(source), str(outer), "--overwrite"]) == 2
-    assert "holds the input" in capsys.readouterr().err and (source / "config.json").exists()
+    assert "holds this command's input" in capsys.readouterr().err and (source / "config.json").exists()
 
 
 def test_evaluate_never_writes_over_its_dataset(dataset_folder, capsys):

@@ -66,14 +66,8 @@ def _holds_input(folder: Path, inputs: Iterable[Path]) -> Path | None:
 
 def check_replaceable_run(run_dir: str | Path, inputs: Iterable[Path]) -> None:
     """Raise unless ``--overwrite`` may delete ``run_dir`` (an existing, non-empty folder)."""
+    check_replaceable_folder(run_dir, inputs, "--output-dir")
     folder = resolved(run_dir)
-    why = _protected(folder)
-    if why:
-        raise UsageError(f"--output-dir '{run_dir}' {why}; --overwrite deletes only a run folder, choose another")
-    held = _holds_input(folder, inputs)
-    if held is not None:
-        raise UsageError(f"--output-dir '{run_dir}' holds this run's input '{held}'; --overwrite would delete it, "
-                         "choose another --output-dir")
     foreign = sorted(p.name for p in folder.iterdir() if p.name not in RUN_FILES and not _RUN_FOLDERS.match(p.name))
     if foreign or not (folder / "config.yaml").is_file():
         what = f"holds {', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}" if foreign else "no config.yaml"
@@ -82,14 +76,16 @@ def check_replaceable_run(run_dir: str | Path, inputs: Iterable[Path]) -> None:
 
 
 def check_replaceable_folder(destination: str | Path, inputs: Iterable[Path], flag: str) -> None:
-    """Raise unless a non-run output folder (``convert``'s destination) may be deleted and rewritten."""
+    """Raise when deleting ``destination`` would take the working directory, a home folder, the root or one
+    of the command's inputs with it."""
     folder = resolved(destination)
     why = _protected(folder)
     if why:
-        raise UsageError(f"{flag} '{destination}' {why}; choose an empty or new folder")
+        raise UsageError(f"{flag} '{destination}' {why}; it is never deleted, choose an empty or new folder")
     held = _holds_input(folder, inputs)
     if held is not None:
-        raise UsageError(f"{flag} '{destination}' holds the input '{held}'; choose a folder outside it")
+        raise UsageError(f"{flag} '{destination}' holds this command's input '{held}'; deleting it would lose "
+                         "that input, choose a folder outside it")
 
 
 def check_output_file(output: str | Path, flag: str, *, inputs: Iterable[Path], data: Iterable[Path] = ()) -> None:

@@ -12,7 +12,9 @@ Per measurement: training samples/s and step time on a device-resident batch of 
 from full-size page JPEGs (decode + resize + tokenize + collate in worker processes), the same
 loader feeding the step (e2e), and generation samples/s with beam search. ``--compare naive`` also
 times bench_naive.py — the original scripts' way — on the same inputs and prints each ratio. Timings
-on a shared machine are noisy; the ratios come from one process, best of two alternating rounds.
+on a shared machine are noisy, so each side is timed in turn with its reference, round after round
+(``--rounds``), and reported as the median with its spread; a ratio is the median of the round-by-round
+ratios.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -133,28 +136,29 @@ def train_part(model, processor, config: BenchSettings, device: torch.device, co
     batch = bench_parts.to_device(host, device)
     counted = bench_parts.count_flops(model, host, spec, feature_cache=config.feature_cache)
 
+    fast_step = lambda: step(batch)  # noqa: E731
     bench_parts.reset_peak(device)
-    times = [bench_parts.seconds_per_call(lambda: step(batch), config.steps, config.warmup, device)]
+    bench_parts.seconds_per_call(fast_step, config.steps, config.warmup, device)  # warm-up, and the peak
     out: dict[str, Any] = {"peak_memory_mib": bench_parts.peak_memory_mib(device),
-                           "pages_per_step": len(host["page_ids"])}
-    naive_times = []
+                           "pages_per_step": len(host["page_ids"]), **counted.as_gflop()}
+    measures = {"fast": lambda: config.batch_size / bench_parts.seconds_per_call(fast_step, config.steps, 0, device)}
     if config.compare == "naive":
         twin, _ = bench_parts.load_model(config.model, config.image_size, device, config.seed)
         bench_parts.prepare(twin, strategy=config.strategy)
         twin_batch = bench_parts.to_device(bench_parts.naive_batch(host, spec), device)
         optimizer = bench_naive.optimizer(twin)
         naive_step = lambda: bench_naive.step(twin, optimizer, twin_batch)  # noqa: E731
-        naive_times.append(bench_parts.seconds_per_call(naive_step, config.steps, config.warmup, device))
-        times.append(bench_parts.seconds_per_call(lambda: step(batch), config.steps, 1, device))
-        naive_times.append(bench_parts.seconds_per_call(naive_step, config.steps, 1, device))
-        del twin, optimizer
-    best = min(times)
-    out.update({"step_ms": best * 1e3, "samples_per_s": config.batch_size / best, **counted.as_gflop()})
+        bench_parts.seconds_per_call(naive_step, 0, config.warmup, device)
+        measures["naive"] = lambda: config.batch_size / bench_parts.seconds_per_call(naive_step, config.steps, 0,
+                                                                                    device)
+    timed = bench_parts.interleaved(measures, config.rounds, reference="naive")
+    out.update(_rate(timed["fast"], config.batch_size))
     out["mfu"] = flops.mfu(counted.train, out["samples_per_s"], flops.device_peak_tflops(config.peak_tflops))
     if features is not None:
         out["feature_cache_mib"] = features.used / 2**20
-    if naive_times:
-        out["naive"] = {"step_ms": min(naive_times) * 1e3, "samples_per_s": config.batch_size / min(naive_times)}
+    if "naive" in timed:
+        out["naive"] = _rate(timed["naive"], config.batch_size)
+        out["vs_naive"] = timed["fast"]["vs_reference"]
     return out, step, path
 
 
@@ -162,10 +166,17 @@ def train_part(model, processor, config: BenchSettings, device: torch.device, co
 
 
 def loader_part(loaders: dict[str, Any], config: BenchSettings) -> dict[str, Any]:
-    out = {f"{name}_samples_per_s": bench_parts.samples_per_second(loaders[name])
-           for name in ("uint8", "uint8_grouped", "cached")}
-    if config.compare == "naive":
-        out["naive_samples_per_s"] = bench_parts.samples_per_second(loaders["naive"], lambda b: len(b["input_ids"]))
+    """Samples/s of each loader over one epoch, the loaders taking turns round after round."""
+    sizes = {"naive": lambda b: len(b["input_ids"])}
+    names = ["uint8", "uint8_grouped", "cached"] + (["naive"] if config.compare == "naive" else [])
+    for name in names:  # warm: worker start-up, first decodes
+        bench_parts.samples_per_second(loaders[name], sizes.get(name, lambda b: b.size))
+    timed = bench_parts.interleaved({name: (lambda name=name: bench_parts.samples_per_second(
+        loaders[name], sizes.get(name, lambda b: b.size))) for name in names}, config.rounds, reference="naive")
+    out: dict[str, Any] = {f"{name}_samples_per_s": timed[name]["median"] for name in names}
+    out["spread"] = {name: [timed[name]["min"], timed[name]["max"]] for name in names}
+    if "naive" in timed:  # each fast loader against naive, round by round
+        out["vs_naive"] = {name: timed[name]["vs_reference"] for name in names if name != "naive"}
     out["cache_build_ms_per_page"] = loaders["cache_build_s_per_page"] * 1e3
     out["questions"] = len(loaders["index"].page_of)
     out["unique_pages"] = loaders["index"].n_pages
@@ -178,14 +189,21 @@ def e2e_part(model, step, path, loaders: dict[str, Any], config: BenchSettings, 
         return {"note": "not measured with --compile"}
     batches = bench_parts.cycle(loaders["cached_grouped" if config.group_by_page else "cached"])
     fed = lambda: step(bench_parts.to_device(next(batches).inputs, device))  # noqa: E731
-    out = {"samples_per_s": config.batch_size / bench_parts.seconds_per_call(fed, config.steps, 2, device)}
+    bench_parts.seconds_per_call(fed, 0, 2, device)
+    measures = {"fast": lambda: config.batch_size / bench_parts.seconds_per_call(fed, config.steps, 0, device)}
     if config.compare == "naive":
         twin, _ = bench_parts.load_model(config.model, config.image_size, device, config.seed)
         bench_parts.prepare(twin, strategy=config.strategy)
         optimizer = bench_naive.optimizer(twin)
         naive_batches = bench_parts.cycle(loaders["naive"])
         naive = lambda: bench_naive.step(twin, optimizer, bench_naive.to_device(next(naive_batches), device))  # noqa: E731
-        out["naive_samples_per_s"] = config.batch_size / bench_parts.seconds_per_call(naive, config.steps, 1, device)
+        bench_parts.seconds_per_call(naive, 0, 1, device)
+        measures["naive"] = lambda: config.batch_size / bench_parts.seconds_per_call(naive, config.steps, 0, device)
+    timed = bench_parts.interleaved(measures, config.rounds, reference="naive")
+    out = {"samples_per_s": timed["fast"]["median"], "spread": [timed["fast"]["min"], timed["fast"]["max"]]}
+    if "naive" in timed:
+        out["naive_samples_per_s"] = timed["naive"]["median"]
+        out["vs_naive"] = timed["fast"]["vs_reference"]
     return out
 
 
@@ -218,18 +236,28 @@ def eval_part(config: BenchSettings, device: torch.device, source) -> dict[str, 
             return predict_dataset(model, processor, dataset, batch_size=batch_size, decoding=decoding,
                                    num_workers=config.workers, progress=False, **fixed)
 
+    def timed_pass(run) -> Callable[[], float]:
+        def rate() -> float:
+            start = time.perf_counter()
+            answered = len(run())
+            bench_parts.synchronize(device)
+            counts.append(answered)
+            return answered / (time.perf_counter() - start)
+        return rate
+
+    counts: list[int] = []
     fast(bench_parts.page_source(config.pages, page_size(config), config.seed, limit=batch_size))  # warm-up
-    start = time.perf_counter()
-    records, _ = fast(source)
-    bench_parts.synchronize(device)
-    out = {"samples_per_s": len(records) / (time.perf_counter() - start), "questions": len(records),
-           "beams": config.eval_beams}
+    measures = {"fast": timed_pass(lambda: fast(source)[0])}
     if config.compare == "naive":
         generation = generation_config(processor, decoding, **fixed)
-        start = time.perf_counter()
-        answers = bench_naive.evaluate(model, processor, source, batch_size=batch_size, generation_config=generation)
-        bench_parts.synchronize(device)
-        out["naive_samples_per_s"] = len(answers) / (time.perf_counter() - start)
+        measures["naive"] = timed_pass(lambda: bench_naive.evaluate(model, processor, source, batch_size=batch_size,
+                                                                    generation_config=generation))
+    timed = bench_parts.interleaved(measures, config.rounds, reference="naive")
+    out = {"samples_per_s": timed["fast"]["median"], "spread": [timed["fast"]["min"], timed["fast"]["max"]],
+           "questions": counts[0], "beams": config.eval_beams}
+    if "naive" in timed:
+        out["naive_samples_per_s"] = timed["naive"]["median"]
+        out["vs_naive"] = timed["fast"]["vs_reference"]
     return out
 
 
@@ -237,21 +265,24 @@ def eval_part(config: BenchSettings, device: torch.device, source) -> dict[str, 
 
 
 def ratios(result: dict[str, Any]) -> dict[str, float]:
-    """Each fast path over its naive reference, where both were measured."""
-    pairs = {
-        "train_vs_naive": (("train", "samples_per_s"), ("train", "naive", "samples_per_s")),
-        "e2e_vs_naive": (("e2e", "samples_per_s"), ("e2e", "naive_samples_per_s")),
-        "loader_uint8_vs_naive": (("loader", "uint8_samples_per_s"), ("loader", "naive_samples_per_s")),
-        "loader_grouped_vs_naive": (("loader", "uint8_grouped_samples_per_s"), ("loader", "naive_samples_per_s")),
-        "loader_cached_vs_naive": (("loader", "cached_samples_per_s"), ("loader", "naive_samples_per_s")),
-        "eval_vs_naive": (("eval", "samples_per_s"), ("eval", "naive_samples_per_s")),
+    """Each fast path over its naive reference, where both were measured: the median of the round-by-round
+    ratios of interleaved timings (their spread is next to each measurement, under ``vs_naive``)."""
+    where = {
+        "train_vs_naive": ("train", "vs_naive"),
+        "e2e_vs_naive": ("e2e", "vs_naive"),
+        "loader_uint8_vs_naive": ("loader", "vs_naive", "uint8"),
+        "loader_grouped_vs_naive": ("loader", "vs_naive", "uint8_grouped"),
+        "loader_cached_vs_naive": ("loader", "vs_naive", "cached"),
+        "eval_vs_naive": ("eval", "vs_naive"),
     }
-    out = {}
-    for name, (fast, naive) in pairs.items():
-        a, b = _dig(result, fast), _dig(result, naive)
-        if a and b:
-            out[name] = a / b
-    return out
+    found = {name: _dig(result, (*keys, "median")) for name, keys in where.items()}
+    return {name: value for name, value in found.items() if value}
+
+
+def _rate(timed: dict[str, Any], batch_size: int) -> dict[str, Any]:
+    """Samples/s (median of the rounds) with its spread, and the step time it means."""
+    return {"samples_per_s": timed["median"], "spread": [timed["min"], timed["max"]],
+            "step_ms": batch_size / timed["median"] * 1e3}
 
 
 def _dig(values: dict[str, Any], keys: tuple[str, ...]) -> float | None:
@@ -280,6 +311,8 @@ def _flatten(values: dict[str, Any], prefix: str = ""):
 
 
 def _fmt(value: Any) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(_fmt(v) for v in value) + "]"
     if isinstance(value, float):
         return f"{value:,.3f}" if abs(value) < 100 else f"{value:,.1f}"
     return "n/a" if value is None else str(value)

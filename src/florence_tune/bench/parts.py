@@ -17,6 +17,7 @@ import io
 import math
 import resource
 import shutil
+import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -69,6 +70,30 @@ def seconds_per_call(fn: Callable[[], Any], calls: int, warmup: int, device: tor
         fn()
     synchronize(device)
     return (time.perf_counter() - start) / max(calls, 1)
+
+
+def interleaved(measures: dict[str, Callable[[], float]], rounds: int,
+                reference: str | None = None) -> dict[str, dict[str, Any]]:
+    """Each measure (a rate, e.g. samples/s) taken in turn, A B A B ..., for ``rounds`` rounds, so a machine
+    that speeds up or slows down (other jobs, clocks) affects every side alike: per side the median and its
+    spread, and for each side but ``reference`` its ratio to ``reference`` round by round ("vs_reference":
+    the median of those pairs and their spread)."""
+    values: dict[str, list[float]] = {name: [] for name in measures}
+    for _ in range(rounds):
+        for name, measure in measures.items():
+            values[name].append(measure())
+    out: dict[str, dict[str, Any]] = {name: spread(found) for name, found in values.items()}
+    if reference in values:
+        for name in values:
+            if name != reference:
+                pairs = zip(values[name], values[reference], strict=True)
+                out[name]["vs_reference"] = spread([a / b for a, b in pairs])
+    return out
+
+
+def spread(values: list[float]) -> dict[str, Any]:
+    """The median of a measurement's rounds with their minimum and maximum."""
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "rounds": len(values)}
 
 
 # --- the model -----------------------------------------------------------------------------------
@@ -299,10 +324,8 @@ def loader(dataset, collate, *, batch_size: int, workers: int, sampler=None, see
 
 
 def samples_per_second(batches, size: Callable[[Any], int] = lambda batch: batch.size) -> float:
-    """A warm epoch (worker start-up, first decodes) and then a timed epoch; ``size``: questions in a batch
-    (the naive collate returns a plain dict, as the original scripts' did)."""
-    for _ in batches:
-        pass
+    """One timed epoch of a loader; ``size``: questions in a batch (the naive collate returns a plain dict,
+    as the original scripts' did). Warm the loader first (worker start-up, first decodes)."""
     start, count = time.perf_counter(), 0
     for batch in batches:
         count += size(batch)

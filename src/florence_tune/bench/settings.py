@@ -23,6 +23,8 @@ class BenchSettings:
     questions_per_page: float = setting(3.9, "Questions sharing a page when --group-by-page is on (DocVQA: 3.9).",
                                         minimum=1)
     steps: int = setting(10, "Timed training steps.", minimum=1)
+    rounds: int = setting(3, "Timings of each side, taken in turn with the reference (fast, naive, fast, naive...); "
+                             "the median and the spread are reported.", minimum=1)
     warmup: int = setting(3, "Untimed steps before timing (allocator, kernel autotuning, compilation).", minimum=0)
     bf16: bool = setting(False, "bfloat16 autocast with float32 master weights (GPU).")
     compile: bool = setting(False, "torch.compile the vision tower and the language model.")

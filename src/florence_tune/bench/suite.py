@@ -76,7 +76,7 @@ def pipeline_config(config: BenchSettings) -> BenchSettings:
     """Base: the loaders, the loader feeding the step, beam-3 evaluation — each against naive. Training at
     batch 8: the naive twin runs in float32, whose activations at batch 32 (~100 GiB) would not fit an H100."""
     return suite_config(config, {"model": "base", "batch_size": 8, "eval_batch_size": 32,
-                                 "parts": "loader,e2e,eval", "compare": "naive",
+                                 "parts": "loader,e2e,eval", "compare": "naive", "rounds": min(config.rounds, 2),
                                  "workers": config.workers if config.dry_run else max(config.workers, 8),
                                  "pages": 4 if config.dry_run else max(config.pages, 48)})
 
