@@ -78,16 +78,33 @@ def test_gpu_suite_dry_run_ends_with_json(monkeypatch, capsys, tmp_path):
     assert result["pipeline"]["ratios"] and all(t["met"] is None for t in result["targets"].values())
 
 
-def test_train_with_page_cache_and_grouping(tmp_path, capsys):
-    run = tmp_path / "run"
-    code = main(["train", "--max-steps", "2", "--batch-size", "4", "--max-train-samples", "12",
-                 "--max-eval-samples", "4", "--num-beams", "1", "--max-new-tokens", "4", "--no-eval-before",
-                 "--report-to", "none", "--output-dir", str(run), "--page-cache", str(tmp_path / "pages"),
-                 "--group-by-page", "--gradient-checkpointing"])
-    assert code == 0
-    summary = last_json_line(capsys.readouterr().out)
-    assert summary["steps"] == 2 and summary["anls_after"] is not None
+def test_train_with_page_cache_and_grouping_runs_the_tower_once_per_page(tmp_path, capsys, monkeypatch):
+    """The same run with and without --group-by-page: grouped batches hold fewer pages for as many questions."""
+    seen: dict[str, list[tuple[int, int]]] = {"grouped": [], "plain": []}
+    real = page_path.PagePath.model_inputs
+    current = []
+
+    def counting(self, model, batch):
+        if model.training:
+            seen[current[0]].append((len(batch["page_ids"]), len(batch["input_ids"])))
+        return real(self, model, batch)
+
+    monkeypatch.setattr(page_path.PagePath, "model_inputs", counting)
+    for name, extra in (("grouped", ["--group-by-page"]), ("plain", [])):
+        current[:] = [name]
+        run = tmp_path / name
+        code = main(["train", "--max-steps", "4", "--batch-size", "4", "--max-train-samples", "60",
+                     "--max-eval-samples", "4", "--num-beams", "1", "--max-new-tokens", "4", "--no-eval-before",
+                     "--report-to", "none", "--output-dir", str(run), "--page-cache",
+                     str(tmp_path / "pages"), "--gradient-checkpointing", *extra])
+        assert code == 0
+        summary = last_json_line(capsys.readouterr().out)
+        assert summary["steps"] == 4 and summary["anls_after"] is not None
     assert list((tmp_path / "pages").glob("pages-128x128-*/pixels.npy"))
+    pages = {name: sum(p for p, _ in batches) for name, batches in seen.items()}
+    questions = {name: sum(q for _, q in batches) for name, batches in seen.items()}
+    assert questions["grouped"] == questions["plain"] == 16
+    assert pages["grouped"] < pages["plain"], (seen, "grouping should put a page's questions in one batch")
 
 
 def test_bench_prepares_the_model_with_the_code_training_runs(monkeypatch, tmp_path, capsys):

@@ -73,3 +73,18 @@ def test_evaluate_picks_map_for_boxes_and_metrics_overrides(trained, table_boxes
     assert {"map_50", "anls"} <= set(chosen) and "map" not in chosen and chosen["map_50"] == default["map_50"]
     assert main([*common, "--metrics", "mAP@50"]) == 2
     assert "unknown metric" in capsys.readouterr().err
+
+
+def test_predict_od_gives_the_trained_boxes_in_pixels(trained, table_boxes, capsys):
+    """predict --task <OD> on a page the run was evaluated on: at least one table box, inside the page."""
+    line = json.loads((table_boxes / "validation.jsonl").read_text().splitlines()[0])
+    page = table_boxes / line["image"]
+    assert main(["predict", "--model", str(trained), "--image", str(page), "--task", "<OD>",
+                 "--num-beams", "1", "--max-new-tokens", "24"]) == 0
+    result = last_json_line(capsys.readouterr().out)
+    from PIL import Image
+
+    width, height = Image.open(page).size
+    assert result["labels"] and set(result["labels"]) == {"table"} and len(result["bboxes"]) == len(result["labels"])
+    for x1, y1, x2, y2 in result["bboxes"]:
+        assert 0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height

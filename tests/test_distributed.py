@@ -13,6 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+pytestmark = pytest.mark.multiprocess
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / "tests" / "distributed_worker.py"
 # Few steps on the tiny model; sequential order so runs with different process counts see the same data.

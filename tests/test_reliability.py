@@ -106,6 +106,7 @@ def reference(tmp_path_factory) -> Path:
 # --- interruption and resume -----------------------------------------------------------------
 
 
+@pytest.mark.multiprocess
 def test_sigkill_mid_epoch_then_resume_is_bit_identical(reference, tmp_path):
     run_dir = tmp_path / "run"
     process = start_training(run_dir, "--save-steps", "1")
@@ -124,6 +125,7 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(reference, tmp_path):
     assert not list(run_dir.glob("tmp-*"))
 
 
+@pytest.mark.multiprocess
 def test_sigterm_saves_a_checkpoint_says_how_to_resume_and_resume_continues(reference, tmp_path):
     run_dir = tmp_path / "run"
     process = start_training(run_dir, "--save-steps", "100")  # no regular checkpoint before the signal
