@@ -87,3 +87,13 @@ def test_report_command_and_bad_input(run_dir, capsys, tmp_path):
     assert (run_dir / "report.html").exists()
     assert main(["report", str(tmp_path / "missing")]) == 2
     assert "pass a run directory" in capsys.readouterr().err
+
+
+def test_rebuilding_a_report_reopens_the_evaluation_split_for_its_pages(tmp_path, capsys):
+    """``report RUN`` reads the run's config.yaml to find the pages of its worst predictions again."""
+    run = tmp_path / "run"
+    assert main(["train", "--max-steps", "1", "--batch-size", "2", "--max-eval-samples", "3", "--num-beams", "1",
+                 "--max-new-tokens", "2", "--no-eval-before", "--report-to", "none", "--output-dir", str(run)]) == 0
+    (run / "report.html").unlink()
+    assert main(["report", str(run)]) == 0
+    assert html.unescape((run / "report.html").read_text()).count("data:image/jpeg;base64,") == 3

@@ -250,14 +250,15 @@ def _dataset_from_config(config: dict[str, Any]):
     spec, split = config.get("dataset"), config.get("eval_split") or config.get("split")
     if not spec or not split or split == "none" or config.get("streaming"):
         return None  # a streamed split has no index to find pages by, and reading it again may mean downloading it
+    import dataclasses
+
     from florence_tune import data
     from florence_tune.errors import FlorenceTuneError
 
+    saved = {f.name: config[f.name] for f in dataclasses.fields(data.DataOptions)
+             if config.get(f.name) is not None and f.name not in ("limit", "shuffle")}
     try:
-        return data.load(spec, split, config.get("task_prompt", "<VQA>"), limit=config.get("max_eval_samples") or 0,
-                         holdout_rows=config.get("holdout_rows", data.HOLDOUT_ROWS),
-                         multi_image=config.get("multi_image", "tile"),
-                         clean_questions=bool(config.get("clean_questions")))
+        return data.load(spec, split, data.DataOptions(**saved, limit=config.get("max_eval_samples") or 0))
     except FlorenceTuneError:
         return None  # the report still renders, without thumbnails
 
