@@ -65,11 +65,6 @@ def realise(adapter: Adapter, row: dict[str, Any], keep: Collection[int] | None 
             else d for d in chosen]
 
 
-def text_only(adapter: Adapter, row: dict[str, Any]) -> list[Sample]:
-    """The row's usable drafts, image never decoded (for baselines and statistics)."""
-    return [d for d in adapter.drafts(row) if isinstance(d, Sample)]
-
-
 def fingerprint(row: dict[str, Any], image_columns: tuple[str, ...]) -> str:
     """A short content hash of a row: its text fields and its image bytes (or paths).
 
