@@ -1,7 +1,10 @@
 """Shared fixtures: offline hub, a private cache for built-in assets, the tiny model built once."""
 
 import os
+import sys
+from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).parent / "data"))  # builders.py: hub-schema fixtures, for every test folder
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -2,8 +2,8 @@
 
 import shutil
 
+import builders
 import pytest
-from tests.data import builders
 
 from florence_tune.cli import main
 from florence_tune.model import loading

@@ -1,14 +1,9 @@
 """Hub-schema copies of DocVQA, the Cauldron and Docmatix, built once, and the registry pointed at them."""
 
 import dataclasses
-import sys
-from pathlib import Path
-
-import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))  # builders.py, shared by the data tests
 
 import builders  # noqa: E402
+import pytest
 
 DOCVQA_SIZES = {"train": 12, "validation": 6, "test": 4}
 CAULDRON_SIZES = {"ai2d": 9, "chartqa": 7}

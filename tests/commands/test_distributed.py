@@ -14,8 +14,8 @@ import torch
 from safetensors.torch import load_file
 
 pytestmark = pytest.mark.multiprocess
-ROOT = Path(__file__).resolve().parents[1]
-WORKER = ROOT / "tests" / "distributed_worker.py"
+ROOT = Path(__file__).resolve().parents[2]
+WORKER = Path(__file__).resolve().parent / "distributed_worker.py"
 # Few steps on the tiny model; sequential order so runs with different process counts see the same data.
 QUICK = {"model": "tiny", "dataset": "synthetic", "max_train_samples": 16, "lr": 1e-3, "shuffle": False,
          "logging_steps": 1, "save_steps": 1000, "seed": 7}

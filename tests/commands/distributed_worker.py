@@ -1,6 +1,6 @@
 """Started by tests under torchrun: the real ``florence-tune train`` on real processes, each rank's weights dumped.
 
-    torchrun --nproc-per-node 2 tests/distributed_worker.py OUT_DIR '{"max_steps": 4, ...}'
+    torchrun --nproc-per-node 2 tests/commands/distributed_worker.py OUT_DIR '{"max_steps": 4, ...}'
 
 The settings are turned into the command's own flags and ``cli.main`` runs the command as a user would;
 the only addition is a dump of every rank's weights once training ends (only rank 0 writes the run).
