@@ -73,6 +73,19 @@ class TaskSettings:
 
 
 @dataclass
+class LoraFields:
+    """The LoRA settings of train (used by --strategy lora and qlora); model/strategies.py's defaults."""
+
+    lora_rank: int = setting(8, "LoRA rank r.", minimum=1)
+    lora_alpha: int = setting(16, "LoRA scaling alpha.", minimum=1)
+    lora_dropout: float = setting(0.05, "Dropout on the LoRA input.", minimum=0)
+    lora_targets: str = setting("", "Comma-separated module names to adapt (default: every linear layer of both "
+                                    "towers: q_proj,k_proj,v_proj,out_proj,fc1,fc2,qkv,proj,image_projection).")
+    use_dora: bool = setting(False, "Weight-decomposed LoRA (DoRA).")
+    use_rslora: bool = setting(False, "Rank-stabilised LoRA scaling (alpha / sqrt(r)).")
+
+
+@dataclass
 class DataSettings:
     """How a dataset spec is read; shared by train, evaluate and data inspect."""
 
@@ -88,7 +101,7 @@ class DataSettings:
 
 
 @dataclass
-class TrainConfig(TaskSettings, DataSettings, GenerationSettings):
+class TrainConfig(LoraFields, TaskSettings, DataSettings, GenerationSettings):
     model: str = setting("tiny", "Model: 'tiny', a hub id (florence-community/Florence-2-base) or a local folder.")
     dataset: str = setting("synthetic", "Dataset spec: 'synthetic', 'docvqa', 'cauldron[:chartqa,...]', "
                                        "'docmatix', a hub id, a JSONL file or a folder (JSONL + images, parquet, "
@@ -109,13 +122,6 @@ class TrainConfig(TaskSettings, DataSettings, GenerationSettings):
                               "(e.g. 'model.language_model.encoder.*').")
     gradient_checkpointing: bool = setting(False, "Recompute activations in the backward pass to save memory.",
                                            free_on_resume=True)
-    lora_rank: int = setting(8, "LoRA rank r.")
-    lora_alpha: int = setting(16, "LoRA scaling alpha.")
-    lora_dropout: float = setting(0.05, "Dropout on the LoRA input.")
-    lora_targets: str = setting("", "Comma-separated module names to adapt (default: every linear layer of both "
-                                    "towers: q_proj,k_proj,v_proj,out_proj,fc1,fc2,qkv,proj,image_projection).")
-    use_dora: bool = setting(False, "Weight-decomposed LoRA (DoRA).")
-    use_rslora: bool = setting(False, "Rank-stabilised LoRA scaling (alpha / sqrt(r)).")
     epochs: float = setting(3.0, "Number of passes over the training split.")
     max_steps: int = setting(-1, "Stop after this many optimizer steps (overrides --epochs when > 0).")
     batch_size: int = setting(8, "Samples per device per step.", minimum=1)

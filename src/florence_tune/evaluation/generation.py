@@ -14,15 +14,16 @@ import torch
 
 from florence_tune import tasks
 from florence_tune.batch.collate import Collator, encoder_positions
+from florence_tune.config import GenerationSettings
 from florence_tune.data.sample import Sample
 
 
 @dataclass(frozen=True)
 class Decoding:
-    """How answers are generated (the ``--num-beams`` / ``--max-new-tokens`` settings)."""
+    """How answers are generated (the ``--num-beams`` / ``--max-new-tokens`` settings, their defaults)."""
 
-    num_beams: int = 3
-    max_new_tokens: int = 64
+    num_beams: int = GenerationSettings.num_beams
+    max_new_tokens: int = GenerationSettings.max_new_tokens
 
 
 def generation_config(processor, decoding: Decoding, **overrides: Any):

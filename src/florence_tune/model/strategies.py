@@ -16,6 +16,7 @@ import logging
 from dataclasses import dataclass
 from enum import Enum
 
+from florence_tune.config import LoraFields
 from florence_tune.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -37,12 +38,14 @@ VISION_PREFIX = "model.vision_tower."
 
 @dataclass(frozen=True)
 class LoraSettings:
-    rank: int = 8
-    alpha: int = 16
-    dropout: float = 0.05
+    """Defaults: the --lora-* settings' own (config.py)."""
+
+    rank: int = LoraFields.lora_rank
+    alpha: int = LoraFields.lora_alpha
+    dropout: float = LoraFields.lora_dropout
     targets: tuple[str, ...] = DEFAULT_LORA_TARGETS
-    use_dora: bool = False
-    use_rslora: bool = False
+    use_dora: bool = LoraFields.use_dora
+    use_rslora: bool = LoraFields.use_rslora
 
 
 def parse_strategy(name: str) -> Strategy:
