@@ -34,7 +34,9 @@ from florence_tune.bench import naive as bench_naive
 from florence_tune.bench import parts as bench_parts
 from florence_tune.bench.settings import BenchSettings
 from florence_tune.errors import UsageError
-from florence_tune.model import page_path
+from florence_tune.evaluation.generation import Decoding, generation_config
+from florence_tune.evaluation.loop import predict_dataset
+from florence_tune.model import page_path, strategies
 
 PARTS = ("train", "loader", "e2e", "eval", "count")
 
@@ -112,7 +114,6 @@ def host_batch(processor, config: BenchSettings) -> dict[str, Any]:
 
 def count_part(model, processor, config: BenchSettings) -> dict[str, Any]:
     """FLOPs per question and activation memory of one step, with and without checkpointing (no timing)."""
-    from florence_tune.model import strategies
 
     strategies.apply(model, strategies.parse_strategy(config.strategy))
     spec = PixelSpec.from_processor(processor)
@@ -221,8 +222,6 @@ def _close(loaders: dict[str, Any]) -> None:
 
 def eval_part(config: BenchSettings, device: torch.device, source) -> dict[str, Any]:
     """Generation over the page source with fixed-length answers: the page path, and the naive loop."""
-    from florence_tune.evaluation.generation import Decoding, generation_config
-    from florence_tune.evaluation.loop import predict_dataset
 
     model, processor = bench_parts.load_model(config.model, config.image_size, device, config.seed)
     model.eval()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 
 from florence_tune.batch.collate import IGNORE_INDEX
+from florence_tune.data.sample import Sample
 
 
 class NaiveCollate:
@@ -65,7 +66,6 @@ def to_device(batch: dict[str, torch.Tensor], device) -> dict[str, torch.Tensor]
 @torch.no_grad()
 def evaluate(model, processor, dataset, *, batch_size: int, generation_config) -> list[str]:
     """The original evaluate loop: dataset order, pages decoded and processed on the main process, fp32."""
-    from florence_tune.data.sample import Sample
 
     device = next(model.parameters()).device
     answers = []

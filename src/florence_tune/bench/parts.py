@@ -27,12 +27,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from florence_tune import data
 from florence_tune.batch.collate import PixelCollator
 from florence_tune.batch.page_cache import build_cache
 from florence_tune.batch.pages import PagePixels, PixelSpec, index_pages
 from florence_tune.batch.samplers import PageBatchSampler
 from florence_tune.bench import flops, naive
-from florence_tune.model import acceleration, architectures, page_path, strategies
+from florence_tune.data import synthetic
+from florence_tune.model import acceleration, architectures, loading, page_path, strategies
+from florence_tune.paths import cache_root
 
 BUILT_IN = ("tiny", "base", "large")
 
@@ -109,7 +112,6 @@ def load_model(spec: str, image_size: int, device: torch.device | str, seed: int
         on = str(device) if spec != "tiny" or str(device) == "meta" else None
         model, processor = architectures.build(spec, image_size, device=on)
     else:
-        from florence_tune.model import loading
 
         model, processor = loading.load(spec)
         if image_size:
@@ -275,8 +277,6 @@ def _fakeify(model, mode) -> None:
 def page_source(pages: int, page_size: tuple[int, int], seed: int = 0, limit: int = 0):
     """A DocVQA-schema dataset of ``pages`` full-size synthetic page JPEGs (3-4 questions each), saved
     once under the cache folder and read back like any local dataset (``limit``: its first questions)."""
-    from florence_tune import data
-    from florence_tune.paths import cache_root
 
     folder = cache_root() / f"bench-pages-{pages}-{page_size[0]}x{page_size[1]}-{seed}"
     if not (folder / "READY").exists():
@@ -287,7 +287,6 @@ def page_source(pages: int, page_size: tuple[int, int], seed: int = 0, limit: in
 def _write_pages(folder: Path, pages: int, page_size: tuple[int, int], seed: int) -> None:
     import datasets
 
-    from florence_tune.data import synthetic
 
     records = []
     for document in synthetic.generate_documents("train", pages, seed=seed, image_size=page_size):

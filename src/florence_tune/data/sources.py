@@ -28,6 +28,7 @@ from florence_tune.data.adapters import tasks as task_rows
 from florence_tune.data.options import DataOptions
 from florence_tune.data.spec import Entry, is_path
 from florence_tune.errors import FlorenceTuneError, UsageError
+from florence_tune.hub import prepare_for_hub
 
 VALIDATION_NAMES = ("validation", "valid", "val", "dev")
 TEST_NAMES = ("test", "testing")
@@ -168,7 +169,6 @@ def _load(kind: str, location: str, config: str | None, streaming: bool) -> dict
         loaded = datasets.load_from_disk(location)
         return dict(loaded) if isinstance(loaded, datasets.DatasetDict) else {"train": loaded}
     if kind == "hub":
-        from florence_tune.hub import prepare_for_hub
 
         prepare_for_hub()
     if Path(location).is_file():  # one parquet file: its name says its split

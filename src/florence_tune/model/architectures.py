@@ -14,6 +14,8 @@ vocabulary), which is all a throughput measurement needs.
 
 from __future__ import annotations
 
+from florence_tune.model import tiny
+
 ARCHITECTURES = {
     "base": {
         "vision": {"embed_dim": [128, 256, 512, 1024], "num_heads": [4, 8, 16, 32], "num_groups": [4, 8, 16, 32],
@@ -64,7 +66,6 @@ def build(name: str, image_size: int = 0, *, device: str | None = None):
     import torch
     from transformers import Florence2ForConditionalGeneration
 
-    from florence_tune.model import tiny
 
     if name == "tiny":
         model, processor = tiny.build_tiny()

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from florence_tune.errors import UsageError
+from florence_tune.model.tiny import FLORENCE_MARKER_TOKENS, IMAGE_TOKEN, POST_PROCESSOR_CONFIG
 
 # (original name pattern, native replacement), tried in order; the first match wins.
 RENAMES: tuple[tuple[str, str], ...] = (
@@ -177,7 +178,6 @@ def build_tokenizer(source: Path, scratch: Path):
     """The checkpoint's BART tokenizer with Florence-2's added tokens (original order) and ``<image>``."""
     from transformers import AddedToken, BartTokenizer
 
-    from florence_tune.model.tiny import FLORENCE_MARKER_TOKENS, IMAGE_TOKEN
 
     tokenizer = BartTokenizer.from_pretrained(str(source))
     vocabulary = tokenizer.get_vocab()
@@ -232,7 +232,6 @@ def build_processor(source: Path, tokenizer, config):
     """``Florence2Processor`` with a CLIP image processor sized as the original's, no code of its own."""
     from transformers import CLIPImageProcessorPil, Florence2Processor
 
-    from florence_tune.model.tiny import POST_PROCESSOR_CONFIG
 
     settings = _read_json(source / "preprocessor_config.json")
     size = settings.get("size") or {"height": 768, "width": 768}

@@ -15,6 +15,7 @@ from pathlib import Path
 from florence_tune import hub
 from florence_tune.errors import FlorenceTuneError, UsageError
 from florence_tune.model import checkpoints
+from florence_tune.model.tiny import tiny_dir
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,6 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 def resolve_model_path(spec: str) -> str:
     """Turn a model spec into something ``from_pretrained`` accepts (local folder or hub id)."""
     if spec == "tiny":
-        from florence_tune.model.tiny import tiny_dir
 
         return str(tiny_dir())
     path = Path(spec).expanduser()

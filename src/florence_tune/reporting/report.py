@@ -20,7 +20,8 @@ from typing import Any
 
 import yaml
 
-from florence_tune.errors import UsageError
+from florence_tune import data
+from florence_tune.errors import FlorenceTuneError, UsageError
 from florence_tune.evaluation import metrics
 
 GALLERY_SIZE = 12
@@ -252,8 +253,6 @@ def _dataset_from_config(config: dict[str, Any]):
         return None  # a streamed split has no index to find pages by, and reading it again may mean downloading it
     import dataclasses
 
-    from florence_tune import data
-    from florence_tune.errors import FlorenceTuneError
 
     saved = {f.name: config[f.name] for f in dataclasses.fields(data.DataOptions)
              if config.get(f.name) is not None and f.name not in ("limit", "shuffle")}

@@ -39,6 +39,7 @@ from florence_tune import tasks
 from florence_tune.data.images import BadImage, image_size, open_image
 from florence_tune.data.rows import BadSample, Item
 from florence_tune.data.sample import Sample, Skipped
+from florence_tune.errors import UsageError
 
 # ``synthetic:<name>``: the built-in pages, and the task each name trains.
 SYNTHETIC_TASKS = {"detection": tasks.OD, "od": tasks.OD, "caption": tasks.CAPTION, "ocr": tasks.OCR}
@@ -216,7 +217,6 @@ def _jsonl_row(line: str, path: Path, number: int) -> dict[str, Any]:
 
 def _coco_rows(path: Path) -> Iterator[dict[str, Any]]:
     """One row per COCO image, boxes converted from [x, y, w, h] to [x1, y1, x2, y2]."""
-    from florence_tune.errors import UsageError
 
     try:
         coco = json.loads(path.read_text())
