@@ -64,6 +64,19 @@ def _holds_input(folder: Path, inputs: Iterable[Path]) -> Path | None:
     return next((p for p in inputs if p == folder or p.is_relative_to(folder)), None)
 
 
+def run_state(run_dir: str | Path) -> str:
+    """'empty' (absent or empty), 'started' (a run's files, no complete checkpoint yet), 'checkpointed', or
+    'finished' (its summary.json and final/ written: training ended)."""
+    folder = Path(run_dir)
+    if not folder.is_dir() or not any(folder.iterdir()):
+        return "empty"
+    if (folder / "summary.json").is_file() and (folder / "final").is_dir():
+        return "finished"
+    if any((p / "COMPLETE").is_file() for p in folder.glob("checkpoint-*")):
+        return "checkpointed"
+    return "started"
+
+
 def check_replaceable_run(run_dir: str | Path, inputs: Iterable[Path]) -> None:
     """Raise unless ``--overwrite`` may delete ``run_dir`` (an existing, non-empty folder)."""
     check_replaceable_folder(run_dir, inputs, "--output-dir")

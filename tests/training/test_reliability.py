@@ -437,3 +437,18 @@ def test_resumed_metrics_forget_the_repeated_steps_and_a_line_cut_by_a_kill(tmp_
     drop_lines_after(metrics, 3)
     assert metrics.read_text() == '{"step": 0, "before_anls": 0.25}\n{"step": 3, "loss": 1.5}\n'
     assert logged_metrics(metrics, "before_") == {"before_anls": 0.25}
+
+
+def test_resume_of_a_finished_run_changes_nothing_and_says_so(tmp_path, capsys):
+    """A retry loop that always passes --resume must not retrain a run that ended (here with --max-steps)."""
+    run_dir = tmp_path / "run"
+    argv = ["train", *RUN, "--max-steps", "3", "--save-steps", "2", "--output-dir", str(run_dir)]
+    assert main(argv) == 0
+    capsys.readouterr()
+    before = {p.relative_to(run_dir): p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    assert main(["train", "--config", str(run_dir / "config.yaml"), "--resume"]) == 0
+    out = capsys.readouterr()
+    assert "finished" in out.err and "nothing to resume" in out.err
+    after = {p.relative_to(run_dir): p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    assert after == before, sorted(set(after) ^ set(before)) or "a file changed"
+    assert json.loads(out.out.strip().splitlines()[-1])["steps"] == 3

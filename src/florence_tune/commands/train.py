@@ -15,6 +15,7 @@ import itertools
 import json
 import logging
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,8 @@ def run(config: TrainConfig) -> dict[str, Any]:
     validate(config)
     distributed.init()  # joins the process group under torchrun; a no-op for one process
     run_dir = Path(config.output_dir)
+    if config.resume == "auto" and paths.run_state(run_dir) == "finished":
+        return finished_run(run_dir, config)
     resume_from = resume_point(run_dir, config)  # None unless --resume
     if resume_from is None:
         refuse_existing_run(run_dir, config)
@@ -97,6 +100,17 @@ def validate(config: TrainConfig) -> None:
         if data.predict_only(config.dataset, split):
             raise UsageError(f"split '{split}' of '{config.dataset}' has no answers (it is for predictions only); "
                              "train on 'train' and evaluate on 'validation'")
+
+
+def finished_run(run_dir: Path, config: TrainConfig) -> dict[str, Any]:
+    """``--resume`` of a run that ended: nothing is trained or written; its summary, as the run left it
+    (changed training settings are still refused: they would name another run)."""
+    if (run_dir / "config.yaml").is_file():
+        refuse_changed_settings(config, run_dir / "config.yaml")
+    if distributed.is_main():
+        print(f"florence-tune train: the run in '{run_dir}' is finished (summary.json and final/ are written); "
+              "nothing to resume", file=sys.stderr)
+    return json.loads((run_dir / "summary.json").read_text())
 
 
 def resume_point(run_dir: Path, config: TrainConfig) -> str | None:
