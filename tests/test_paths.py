@@ -1,6 +1,9 @@
-"""Nothing outside a run is ever deleted or overwritten: --overwrite, convert --overwrite, evaluate --output."""
+"""Nothing outside a run is ever deleted or overwritten (--overwrite, convert --overwrite, evaluate --output),
+and what a run writes is written atomically."""
 
+import errno
 import shutil
+from pathlib import Path
 
 import builders
 import pytest
@@ -101,3 +104,43 @@ def test_evaluate_never_writes_over_its_dataset(dataset_folder, capsys):
                  "--holdout-rows", "1", "--output", str(dataset_folder / "predictions.jsonl")]) == 2
     assert "inside the dataset folder" in capsys.readouterr().err
     assert data_file.read_text() == before and files_under(dataset_folder) == ["data.jsonl", "pages", "pages/1.png"]
+
+
+def test_a_write_that_fails_halfway_keeps_the_previous_file(tmp_path, monkeypatch):
+    from florence_tune import paths
+
+    target = tmp_path / "summary.json"
+    target.write_text('{"good": true}')
+
+    def full_disk(self, text, *args, **kwargs):
+        with self.open("w") as handle:  # half the bytes reach the disk, then it is full
+            handle.write(text[: len(text) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    with pytest.raises(OSError):
+        paths.write_atomic(target, '{"new": 1}')
+    monkeypatch.undo()
+    assert target.read_text() == '{"good": true}' and [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+    paths.write_atomic(target, '{"new": 1}')
+    assert target.read_text() == '{"new": 1}'
+
+
+def test_a_full_disk_while_final_is_written_keeps_the_last_good_state(tmp_path, monkeypatch, capsys):
+    """final/ is staged and renamed: a failed save leaves no final/ without weights, and one line says so."""
+    from florence_tune.model import loading
+
+    real_save = loading.save
+
+    def save_then_fail(model, processor, directory):
+        real_save(model, processor, directory)
+        (Path(directory) / "model.safetensors").unlink()
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(loading, "save", save_then_fail)
+    run = tmp_path / "run"
+    code = main(["train", "--output-dir", str(run), "--eval-split", "none", *TINY_RUN, "--save-steps", "1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and "final" in err[-1] and "No space left" in err[-1] and "checkpoint-1" in err[-1]
+    assert not (run / "final").exists() and (run / "checkpoint-1" / "model.safetensors").exists()
+    assert not [p for p in run.iterdir() if "tmp" in p.name]

@@ -19,13 +19,28 @@ from florence_tune.errors import UsageError
 # Everything a training run writes into its folder (README.md is the model card).
 RUN_FILES = frozenset({"config.yaml", "final", "metrics.jsonl", "predictions.jsonl", "summary.json", "README.md",
                        "report.html", "tensorboard"})
-_RUN_FOLDERS = re.compile(r"^(tmp-)?checkpoint-\d+$")
+# Checkpoints, and what an interrupted atomic write leaves (staged final/, ``.name.tmp-PID`` files).
+_RUN_FOLDERS = re.compile(r"^(tmp-)?checkpoint-\d+$|^tmp-final$|^\.final\.old$|^\..+\.tmp-\d+$")
 
 
 def cache_root() -> Path:
     """Where built-in assets (tiny model, synthetic data, page caches) are materialised."""
     env = os.environ.get("FLORENCE_TUNE_CACHE")
     return Path(env) if env else Path.home() / ".cache" / "florence_tune"
+
+
+def write_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` through a temporary file renamed over ``path``: a reader, a crash or a full disk sees
+    the old content or the new one, never half of it (the temporary file is removed on failure)."""
+    path = Path(path)
+    staged = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        staged.write_text(text)
+        os.replace(staged, path)
+    except BaseException:
+        staged.unlink(missing_ok=True)
+        raise
+    return path
 
 
 def resolved(path: str | Path) -> Path:

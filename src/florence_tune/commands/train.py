@@ -14,6 +14,7 @@ import dataclasses
 import itertools
 import json
 import logging
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -27,7 +28,7 @@ from florence_tune import data, distributed, paths
 from florence_tune.batch.collate import Collator, encoder_positions
 from florence_tune.commands import options
 from florence_tune.config import TrainConfig, build, check_bounds, free_on_resume, to_yaml
-from florence_tune.errors import UsageError
+from florence_tune.errors import FlorenceTuneError, UsageError
 from florence_tune.evaluation import records, task_metrics
 from florence_tune.model import acceleration, checkpoints, loading, strategies
 from florence_tune.reporting import report
@@ -68,8 +69,8 @@ def run(config: TrainConfig) -> dict[str, Any]:
 
     summary = summarise(config, trainer, before, after, blind_baseline(train_data, eval_data), run_dir / "final")
     if distributed.is_main():  # one writer for everything in the run directory
-        loading.save(trainer.model, processor, run_dir / "final")
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        save_final(trainer.model, processor, run_dir)
+        paths.write_atomic(run_dir / "summary.json", json.dumps(summary, indent=2))
         write_model_card(run_dir, config, summary)
         if eval_data is not None:
             report.write_report(run_dir, dataset=eval_data)
@@ -209,8 +210,29 @@ def prepare_run_dir(run_dir: Path, config: TrainConfig) -> Path:
     if run_dir.is_dir() and config.overwrite:
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(to_yaml(config))
+    paths.write_atomic(run_dir / "config.yaml", to_yaml(config))
     return run_dir
+
+
+def save_final(model, processor, run_dir: Path) -> Path:
+    """final/ staged as tmp-final/ and renamed into place: a failed save (a full disk) leaves the previous
+    final/ or none, never one without weights, and says in one line what is kept and how to go on."""
+    staged, final, retired = run_dir / "tmp-final", run_dir / "final", run_dir / ".final.old"
+    shutil.rmtree(staged, ignore_errors=True)
+    try:
+        loading.save(model, processor, staged)
+    except (OSError, RuntimeError) as exc:  # safetensors and torch report a full disk as either
+        shutil.rmtree(staged, ignore_errors=True)
+        kept = checkpoints.newest_complete(run_dir)
+        raise FlorenceTuneError(
+            f"could not write final/ in '{run_dir}' ({reliability.first_line(exc)}); "
+            f"{f'{kept.name} is kept and loadable' if kept else 'no checkpoint was written'}; free space, then "
+            f"{f'continue with: {reliability.resume_command(run_dir)}' if kept else 'start the run again'}") from None
+    if final.exists():
+        os.replace(final, retired)
+    os.replace(staged, final)
+    shutil.rmtree(retired, ignore_errors=True)
+    return final
 
 
 def build_trainer(model, processor, train_data, eval_data, config: TrainConfig, run_dir: Path) -> FlorenceTrainer:

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from florence_tune import paths
 from florence_tune.data.sample import Sample
 from florence_tune.evaluation import metrics, task_metrics
 
@@ -69,9 +70,7 @@ def majority_baseline(train: Iterable[Sample], evaluation: Iterable[Sample]) -> 
 
 
 def write_predictions(records: list[dict[str, Any]], path: str | Path) -> Path:
+    """predictions.jsonl, written atomically (the previous file stays whole if this write fails)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as handle:
-        for record in records:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-    return path
+    return paths.write_atomic(path, "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records))

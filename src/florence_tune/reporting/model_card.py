@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from florence_tune import paths
+
 
 def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else ("n/a" if value is None else str(value))
@@ -50,5 +52,5 @@ def write_model_card(run_dir: Path, config, summary: dict[str, Any]) -> Path:
         "",
     ]
     path = run_dir / "README.md"
-    path.write_text("\n".join(lines))
+    paths.write_atomic(path, "\n".join(lines))
     return path

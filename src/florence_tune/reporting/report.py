@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from florence_tune import data
+from florence_tune import data, paths
 from florence_tune.errors import FlorenceTuneError, UsageError
 from florence_tune.evaluation import metrics
 
@@ -242,7 +242,7 @@ def write_evaluation_report(records: list[dict[str, Any]], summary: dict[str, An
 def _write(run: dict[str, Any], dataset, column: str | None, path: Path) -> Path:
     images = gallery_images(worst(run["predictions"]), dataset)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(run, column=column, images=images))
+    paths.write_atomic(path, render(run, column=column, images=images))
     return path
 
 

@@ -303,7 +303,7 @@ class ReliableTrainerMixin:
         if self.args.should_save:
             shutil.rmtree(staging, ignore_errors=True)  # also gives back the space it took
         kept = checkpoints.newest_complete(run_dir)
-        reason = _first_line(failure) if failure is not None else "it failed on another rank"
+        reason = first_line(failure) if failure is not None else "it failed on another rank"
         free = _free_space(run_dir)
         next_step = (f"free space, then continue with: {resume_command(run_dir)}" if kept is not None
                      else "free space, then start the run again")
@@ -336,7 +336,7 @@ class ReliableTrainerMixin:
             self.train_stats.update(counters.get("train_stats", {}))
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     text = (os.strerror(exc.errno) if isinstance(exc, OSError) and exc.errno else str(exc)).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
