@@ -144,3 +144,24 @@ def test_a_full_disk_while_final_is_written_keeps_the_last_good_state(tmp_path, 
     assert code == 1 and "final" in err[-1] and "No space left" in err[-1] and "checkpoint-1" in err[-1]
     assert not (run / "final").exists() and (run / "checkpoint-1" / "model.safetensors").exists()
     assert not [p for p in run.iterdir() if "tmp" in p.name]
+
+
+def test_a_second_run_into_a_folder_in_use_stops_at_once(tmp_path, capsys):
+    """One run per folder: the lock names the pid and host holding it; a lock whose process is gone is taken over."""
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.lock").write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+    assert main(["train", "--output-dir", str(run), "--eval-split", "none", *TINY_RUN]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "in use" in err[0] and str(os.getpid()) in err[0]
+    assert [p.name for p in run.iterdir()] == ["run.lock"], "nothing was written by the refused start"
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (run / "run.lock").write_text(json.dumps({"pid": int(gone.stdout), "host": socket.gethostname()}))
+    assert main(["train", "--output-dir", str(run), "--eval-split", "none", *TINY_RUN]) == 0
+    assert (run / "final").is_dir() and not (run / "run.lock").exists(), "the lock goes when the run ends"

@@ -9,16 +9,21 @@ file below it). Every check here reads names only and runs before any model or d
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
-from collections.abc import Iterable
+import socket
+import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from florence_tune.errors import UsageError
 
 # Everything a training run writes into its folder (README.md is the model card).
+LOCK_FILE = "run.lock"
 RUN_FILES = frozenset({"config.yaml", "final", "metrics.jsonl", "predictions.jsonl", "summary.json", "README.md",
-                       "report.html", "tensorboard"})
+                       "report.html", "tensorboard", LOCK_FILE})
 # Checkpoints, and what an interrupted atomic write leaves (staged final/, ``.name.tmp-PID`` files).
 _RUN_FOLDERS = re.compile(r"^(tmp-)?checkpoint-\d+$|^tmp-final$|^\.final\.old$|^\..+\.tmp-\d+$")
 
@@ -79,11 +84,59 @@ def _holds_input(folder: Path, inputs: Iterable[Path]) -> Path | None:
     return next((p for p in inputs if p == folder or p.is_relative_to(folder)), None)
 
 
+@contextlib.contextmanager
+def run_lock(run_dir: str | Path) -> Iterator[None]:
+    """Hold ``run_dir`` for this process while the block runs: one run per folder at a time.
+
+    The lock is a file created exclusively (``O_EXCL``: two starts cannot both create it) holding this
+    process's pid and host. A lock left by a process that is gone (same host, no such pid) is taken over;
+    one held by a live process, or by another host, stops this start in one line.
+    """
+    folder = Path(run_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / LOCK_FILE
+    mine = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")})
+    for _ in range(2):
+        try:
+            descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = _holder(lock)
+            if holder is None:  # stale: its process is gone
+                lock.unlink(missing_ok=True)
+                continue
+            raise UsageError(f"--output-dir '{run_dir}' is in use by another run ({holder}); wait for it to end or "
+                             f"choose another --output-dir (remove {lock} if that run is gone)") from None
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(mine)
+        break
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _holder(lock: Path) -> str | None:
+    """Who holds ``lock`` ('pid 12 on host h, started ...'), or None when its process is gone."""
+    try:
+        held = json.loads(lock.read_text())
+        pid, host = int(held["pid"]), str(held["host"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"an unreadable lock {lock}"
+    if host == socket.gethostname():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:  # alive, owned by another user
+            pass
+    return f"pid {pid} on host {host}" + (f", started {held['started']}" if held.get("started") else "")
+
+
 def run_state(run_dir: str | Path) -> str:
     """'empty' (absent or empty), 'started' (a run's files, no complete checkpoint yet), 'checkpointed', or
     'finished' (its summary.json and final/ written: training ended)."""
     folder = Path(run_dir)
-    if not folder.is_dir() or not any(folder.iterdir()):
+    if not folder.is_dir() or not any(p.name != LOCK_FILE for p in folder.iterdir()):
         return "empty"
     if (folder / "summary.json").is_file() and (folder / "final").is_dir():
         return "finished"

@@ -10,6 +10,7 @@ the components take (the only place that knows both vocabularies).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -45,6 +46,13 @@ def run(config: TrainConfig) -> dict[str, Any]:
     validate(config)
     distributed.init()  # joins the process group under torchrun; a no-op for one process
     run_dir = Path(config.output_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UsageError(f"--output-dir '{run_dir}' is a file; choose a folder")
+    with paths.run_lock(run_dir) if distributed.is_main() else contextlib.nullcontext():  # one run per folder
+        return _run(config, run_dir)
+
+
+def _run(config: TrainConfig, run_dir: Path) -> dict[str, Any]:
     if config.resume == "auto" and paths.run_state(run_dir) == "finished":
         return finished_run(run_dir, config)
     resume_from = resume_point(run_dir, config)  # None unless --resume
@@ -163,9 +171,7 @@ def refuse_changed_settings(config: TrainConfig, saved_file: Path) -> None:
 
 def refuse_existing_run(run_dir: Path, config: TrainConfig) -> None:
     """Never mix two runs in one folder, never delete anything but a run (checked before any heavy work)."""
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UsageError(f"--output-dir '{run_dir}' is a file; choose a folder")
-    if run_dir.is_dir() and any(run_dir.iterdir()):
+    if paths.run_state(run_dir) != "empty":
         if not config.overwrite:
             raise UsageError(f"output directory '{run_dir}' already holds a run; pass --overwrite to replace it "
                              "or choose another --output-dir")
@@ -207,8 +213,10 @@ def report_parameters(model) -> None:
 
 def prepare_run_dir(run_dir: Path, config: TrainConfig) -> Path:
     """Start the run folder afresh and save the resolved config."""
-    if run_dir.is_dir() and config.overwrite:
-        shutil.rmtree(run_dir)
+    if config.overwrite:  # check_replaceable_run allowed it; the lock this run holds stays
+        for entry in run_dir.iterdir():
+            if entry.name != paths.LOCK_FILE:
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
     run_dir.mkdir(parents=True, exist_ok=True)
     paths.write_atomic(run_dir / "config.yaml", to_yaml(config))
     return run_dir
