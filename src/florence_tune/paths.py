@@ -25,7 +25,8 @@ LOCK_FILE = "run.lock"
 RUN_FILES = frozenset({"config.yaml", "final", "metrics.jsonl", "predictions.jsonl", "summary.json", "README.md",
                        "report.html", "tensorboard", LOCK_FILE})
 # Checkpoints, and what an interrupted atomic write leaves (staged final/, ``.name.tmp-PID`` files).
-_RUN_FOLDERS = re.compile(r"^(tmp-)?checkpoint-\d+$|^tmp-final$|^\.final\.old$|^\..+\.tmp-\d+$")
+_RUN_FOLDERS = re.compile(r"^(tmp-)?(stale-)?checkpoint-\d+$|^tmp-final$|^\.final\.old$|^\..+\.tmp-\d+$"
+                          r"|^metrics\.jsonl\.tmp$")
 
 
 def cache_root() -> Path:
@@ -93,6 +94,7 @@ def run_lock(run_dir: str | Path) -> Iterator[None]:
     one held by a live process, or by another host, stops this start in one line.
     """
     folder = Path(run_dir)
+    created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     lock = folder / LOCK_FILE
     mine = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")})
@@ -113,6 +115,8 @@ def run_lock(run_dir: str | Path) -> Iterator[None]:
         yield
     finally:
         lock.unlink(missing_ok=True)
+        if created and not any(folder.iterdir()):  # a start that failed before writing anything leaves nothing
+            folder.rmdir()
 
 
 def _holder(lock: Path) -> str | None:

@@ -47,7 +47,7 @@ def task_of(meta: dict[str, Any] | None, prompt: str | None = None) -> str:
         return meta["task"]
     if prompt and prompt.startswith("<") and ">" in prompt:
         token = prompt[: prompt.index(">") + 1]
-        if token in BARE_TOKEN_TASKS | BOX_TASKS:
+        if token in BARE_TOKEN_TASKS | LOCATION_TASKS:
             return token
     return VQA
 

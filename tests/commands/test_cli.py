@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from florence_tune.cli import COMMANDS, main
 from florence_tune.config import TrainConfig
@@ -204,3 +205,17 @@ def test_predict_runs_on_the_device_of_the_process(image_file, monkeypatch, caps
     assert main(["predict", "--model", "tiny", "--image", str(image_file), "--question", "Total?",
                  "--max-new-tokens", "2", "--num-beams", "1"]) == 0
     assert torch.device("cpu") in [torch.device(p) for p in placed if p is not None]
+
+
+def test_two_lora_runs_with_one_seed_end_with_the_same_adapters(tmp_path):
+    """New LoRA weights are drawn from the run's seed: the same command twice gives the same adapters."""
+    from safetensors.torch import load_file
+
+    adapters = []
+    for name in ("a", "b"):
+        run = tmp_path / name
+        assert main(["train", "--strategy", "lora", "--max-steps", "2", "--batch-size", "2", "--eval-split", "none",
+                     "--report-to", "none", "--output-dir", str(run)]) == 0
+        adapters.append(load_file(str(run / "final" / "adapter_model.safetensors")))
+    assert adapters[0].keys() == adapters[1].keys()
+    assert all(torch.equal(adapters[0][k], adapters[1][k]) for k in adapters[0])

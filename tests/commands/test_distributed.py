@@ -171,3 +171,19 @@ def test_fsdp_and_deepspeed_map_onto_the_trainer(tmp_path):
     assert sharding_arguments(TrainConfig()) == {}
     with pytest.raises(UsageError, match="choose one"):
         validate(TrainConfig(fsdp=True, deepspeed="ds.json"))
+
+
+
+def test_a_rank_whose_batch_is_all_unusable_keeps_step_with_the_other(tmp_path):
+    """Rank 0's second batch holds one sample without its image: both ranks still run every step together."""
+    from PIL import Image
+
+    (tmp_path / "data").mkdir()
+    Image.new("RGB", (64, 48), (200, 40, 40)).save(tmp_path / "data" / "page.png")
+    rows = [{"image": "missing.png" if i == 2 else "page.png", "question": f"q{i}", "answers": ["red"]}
+            for i in range(8)]
+    (tmp_path / "data" / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rank0, rank1 = run_worker(tmp_path / "out", 2, dataset=str(tmp_path / "data" / "rows.jsonl"), holdout_rows=0,
+                              max_train_samples=0, max_steps=4, batch_size=1)
+    for name in rank0:
+        assert torch.equal(rank0[name], rank1[name]), name

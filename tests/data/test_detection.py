@@ -137,3 +137,37 @@ def test_task_data_streams_mixes_holds_out_and_limits_as_vqa_data_does(tmp_path)
     assert {s.meta["task"] for s in mixture} == {"<OD>", "<OCR>"}
     weighted = data.load(f"{file}=0.5,synthetic:ocr=0.5", "validation", holdout_rows=2, limit=4)
     assert not weighted.random_access and len(list(weighted)) == 4
+
+
+def test_each_row_is_checked_against_its_own_declared_size_even_when_rows_share_a_page(tmp_path, tiny):
+    """Two rows on one 100x80 page: the <OD> row drawn for 200x160 is skipped on the plain and the page path."""
+    from florence_tune.batch.pages import PagePixels, PixelSpec, index_pages
+
+    save_page(tmp_path / "p.png", size=(100, 80))
+    rows = [{"image": "p.png", "task": "<CAPTION>", "caption": "a grey page"},
+            {"image": "p.png", "width": 200, "height": 160, "boxes": [[0, 0, 100, 100]], "labels": ["x"]}]
+    (tmp_path / "rows.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    dataset = data.load(str(tmp_path / "rows.jsonl"), "train", holdout_rows=0)
+    pages = PagePixels(dataset, index_pages(dataset), PixelSpec.from_processor(tiny[1]))
+    for view in (dataset, pages):
+        assert view[0].target == "a grey page" and view[1] == Skipped("image_size_mismatch")
+
+
+def test_an_object_without_a_box_is_dropped_alone_and_answer_is_read(tmp_path):
+    save_page(tmp_path / "p.png")
+    rows = [{"image": "p.png", "objects": [{"label": "stamp"}, {"label": "table", "bbox": [10, 10, 90, 60]}]},
+            {"image": "p.png", "task": "<OCR>", "answer": "TOTAL 12"}]
+    (tmp_path / "rows.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    dataset = data.load(str(tmp_path / "rows.jsonl"), "train", holdout_rows=0)
+    assert dataset[0].meta["labels"] == ["table"] and dataset[1].target == "TOTAL 12"
+
+
+def test_coco_split_files_named_as_coco_names_them(tmp_path):
+    save_page(tmp_path / "images" / "a.png")
+    for name in ("instances_train2017.json", "instances_val2017.json"):
+        coco = {"images": [{"id": 1, "file_name": "a.png"}], "categories": [{"id": 1, "name": "x"}],
+                "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [0, 0, 9, 9]}]}
+        (tmp_path / "annotations").mkdir(exist_ok=True)
+        (tmp_path / "annotations" / name).write_text(json.dumps(coco))
+    assert len(data.load(str(tmp_path / "annotations"), "validation", holdout_rows=5)) == 1
+    assert len(data.load(str(tmp_path / "annotations"), "train", holdout_rows=5)) == 1

@@ -85,3 +85,12 @@ def test_majority_baseline_reads_each_input_once_and_falls_back_to_the_overall_a
     unseen_group = [sample("date", "red"), sample("colour", "red")]  # no training question of type 'date'
     # iterators, as training passes them: the fallback is the most frequent answer overall ('red'), not ''
     assert records.majority_baseline(iter(train), iter(unseen_group)) == 1.0
+
+
+def test_the_image_blind_baseline_counts_questions_only():
+    """Detection, OCR and caption samples are not questions: a set of them has no blind VQA baseline."""
+    boxes = Sample("x", None, "<OD>", "table<loc_1><loc_1><loc_9><loc_9>", [], {"task": "<OD>"})
+    caption = Sample("y", None, "<CAPTION>", "a page", ["a page"], {"task": "<CAPTION>"})
+    assert records.majority_baseline([boxes, caption] * 3, [boxes, caption]) is None
+    question = Sample("z", None, "<VQA>q", "red", ["red"], {"question_type": "colour"})
+    assert records.majority_baseline([boxes, question], [caption, question]) == 1.0

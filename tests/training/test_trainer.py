@@ -1,6 +1,7 @@
 """Training on the Trainer: the loss falls, bad samples are skipped and counted, the run dir is complete."""
 
 import io
+import json
 
 import datasets
 import pytest
@@ -37,6 +38,8 @@ def test_a_few_steps_lower_the_loss_and_bad_samples_are_counted(docvqa_folder_wi
     assert summary["anls_after"] is not None
     predictions = (tmp_path / "run" / "predictions.jsonl").read_text().splitlines()
     assert len(predictions) == n_rows - 2
+    state = json.loads((tmp_path / "run" / "checkpoint-12" / "trainer_state.json").read_text())
+    assert state["total_flos"] > 0, "the Trainer counts the FLOPs of our batches too"
 
 
 def test_an_evaluation_batch_of_only_unusable_samples_is_counted_not_fatal(tmp_path):

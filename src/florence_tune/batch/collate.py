@@ -11,7 +11,9 @@ import collections
 from typing import Any, NamedTuple
 
 import torch
+from PIL import Image
 
+from florence_tune.batch.pages import PageSample, PixelSpec
 from florence_tune.data.sample import ALTERED, Sample
 
 IGNORE_INDEX = -100  # positions the loss must not see (transformers' cross-entropy convention)
@@ -69,6 +71,12 @@ class Collator:
             batch["labels"] = self.labels([s.target for s in samples], stats)
         return batch
 
+    def placeholder(self) -> dict[str, Any]:
+        """Model inputs of one blank sample, for a step whose every sample was unusable: under DDP every rank
+        must run the model (its collectives) even when it has nothing to learn from."""
+        return self.encode([Sample(id="placeholder", image=Image.new("RGB", (32, 32), "white"), prompt="<VQA>",
+                                   target="")])
+
     def _fit_prompts(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                      stats: collections.Counter) -> tuple[torch.Tensor, torch.Tensor]:
         """Cut prompts that overflow the encoder's positions (image tokens come first and stay whole)."""
@@ -121,6 +129,11 @@ class PixelCollator(Collator):
                          with_labels=with_labels, pad_to_multiple_of=pad_to_multiple_of)
         self.image_ids = [processor.image_token_id] * processor.num_image_tokens
         self._prompt_ids: dict[str, list[int]] = {}
+
+    def placeholder(self) -> dict[str, Any]:
+        spec = PixelSpec.from_processor(self.processor)
+        return self.encode([PageSample(id="placeholder", image=None, prompt="<VQA>", target="", page=-1,
+                                       pixels=torch.full((3, spec.height, spec.width), 255, dtype=torch.uint8))])
 
     def prompt_ids(self, prompt: str) -> list[int]:
         ids = self._prompt_ids.get(prompt)

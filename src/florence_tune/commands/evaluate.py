@@ -11,7 +11,7 @@ from typing import Any
 
 from florence_tune import data, distributed, paths
 from florence_tune.commands import options
-from florence_tune.config import EvalConfig
+from florence_tune.config import EvalConfig, check_bounds
 from florence_tune.errors import UsageError
 from florence_tune.evaluation import records, task_metrics
 from florence_tune.evaluation.loop import predict_dataset
@@ -45,8 +45,7 @@ def validate(config: EvalConfig) -> list[str] | None:
     """Everything that can be checked before a model or a row is loaded; returns the metric names."""
     if not config.model:
         raise UsageError("evaluate needs --model (e.g. --model runs/demo, --model tiny or a hub id)")
-    if config.batch_size < 1 or config.num_beams < 1 or config.max_new_tokens < 1:
-        raise UsageError("--batch-size, --num-beams and --max-new-tokens must be at least 1")
+    check_bounds(config)
     metric_names = task_metrics.parse_names(config.metrics)  # a misspelt metric fails before any heavy work
     paths.check_output_file(config.output, "--output", inputs=paths.local_inputs(config.model),
                             data=paths.local_inputs(config.dataset))

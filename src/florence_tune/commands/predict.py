@@ -13,7 +13,7 @@ from typing import Any
 
 from florence_tune import distributed, tasks
 from florence_tune.commands import options
-from florence_tune.config import PredictConfig
+from florence_tune.config import PredictConfig, check_bounds
 from florence_tune.data.images import BadImage, open_image
 from florence_tune.data.sample import Sample
 from florence_tune.errors import FlorenceTuneError, UsageError
@@ -39,6 +39,7 @@ def run(config: PredictConfig) -> Any:
 
 def build_prompt(config: PredictConfig) -> tuple[str, str | None]:
     """(prompt text, its task token or None for a question)."""
+    check_bounds(config)
     if not config.model:
         raise UsageError("predict needs --model (e.g. --model runs/demo or --model tiny)")
     if not config.image:

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 import yaml
-from transformers import TrainingArguments
+from transformers import TrainingArguments, set_seed
 
 from florence_tune import data, distributed, paths
 from florence_tune.batch.collate import Collator, encoder_positions
@@ -197,6 +197,7 @@ def load_model(config: TrainConfig):
     quantization = strategies.quantization_config() if strategy is strategies.Strategy.QLORA else None
     model, processor = loading.load(config.model, trust_remote_code=config.trust_remote_code,
                                     quantization=quantization)
+    set_seed(config.seed)  # new weights (LoRA's A matrices) drawn from the run's seed, before the Trainer seeds
     model = strategies.apply(model, strategy, freeze=options.split_list(config.freeze), lora=options.lora(config))
     if strategies.is_adapter_model(model):
         # Saved adapters name the model spec the user gave, so they reload through loading.load.

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from florence_tune import paths
+from florence_tune import paths, tasks
 from florence_tune.data.sample import Sample
 from florence_tune.evaluation import metrics, task_metrics
 
@@ -57,16 +57,21 @@ def majority_baseline(train: Iterable[Sample], evaluation: Iterable[Sample]) -> 
     """
     by_group: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     overall: collections.Counter = collections.Counter()
-    for sample in train:
+    for sample in _questions(train):
         by_group[sample.meta.get("question_type", "all")][sample.target] += 1
         overall[sample.target] += 1
     fallback = overall.most_common(1)[0][0] if overall else ""
     scores = []
-    for sample in evaluation:
+    for sample in _questions(evaluation):
         counter = by_group.get(sample.meta.get("question_type", "all"))
         guess = counter.most_common(1)[0][0] if counter else fallback
         scores.append(metrics.anls_score(guess, sample.references))
     return metrics.aggregate(scores) if scores else None
+
+
+def _questions(samples: Iterable[Sample]) -> Iterable[Sample]:
+    """The VQA samples among ``samples`` (detection, OCR or caption samples ask no question)."""
+    return (s for s in samples if tasks.task_of(s.meta, s.prompt) == tasks.VQA)
 
 
 def write_predictions(records: list[dict[str, Any]], path: str | Path) -> Path:

@@ -63,18 +63,29 @@ class FlorenceTrainer(reliability.ReliableTrainerMixin, Trainer):
         return Batch(self._prepare_input(batch.inputs), batch.stats)
 
     def _get_num_items_in_batch(self, batch_samples: list, device: torch.device):
-        return super()._get_num_items_in_batch([b.inputs for b in batch_samples if not b.empty], device)
+        # An unusable batch counts zero tokens but still joins the count's gather under DDP: every rank must.
+        nothing = {"labels": torch.empty((0, 1), dtype=torch.long)}
+        return super()._get_num_items_in_batch([nothing if b.empty else b.inputs for b in batch_samples], device)
+
+    def floating_point_ops(self, inputs: Batch) -> int:
+        return super().floating_point_ops(inputs.inputs) if not inputs.empty else 0
+
+    def _track_num_input_tokens(self, inputs: Batch):
+        return super()._track_num_input_tokens(inputs.inputs)
 
     def compute_loss(self, model, inputs: Batch, return_outputs=False, num_items_in_batch=None):
         if model.training:
             self.train_stats.update(inputs.stats)
-        if inputs.empty:  # every sample of this batch was unusable: a zero loss that keeps every rank in step
-            loss = sum((p * 0.0).sum() for p in model.parameters() if p.requires_grad)
-            return (loss, None) if return_outputs else loss
+        unusable = inputs.empty  # every sample of this batch was unusable
+        if unusable:  # the model runs all the same, on a blank sample, and learns nothing: under DDP every rank
+            inputs = Batch(self._prepare_input(self.data_collator.placeholder()), {})  # joins the same collectives
         with self.accelerator.autocast():
             model_inputs = self.model_inputs(model, inputs.inputs)
-        return super().compute_loss(model, model_inputs, return_outputs=return_outputs,
-                                    num_items_in_batch=num_items_in_batch)
+        result = super().compute_loss(model, model_inputs, return_outputs=return_outputs,
+                                      num_items_in_batch=num_items_in_batch)
+        if not unusable:
+            return result
+        return (result[0] * 0.0, None) if return_outputs else result * 0.0
 
     def get_train_dataloader(self):
         """The one place that picks the training loader: page by page, a stream's own shard, or the Trainer's."""
@@ -102,7 +113,7 @@ class FlorenceTrainer(reliability.ReliableTrainerMixin, Trainer):
     def evaluation_loss(self, dataset, prefix: str) -> dict[str, float]:
         self.model.eval()
         batches = dataset.loader(batch_size=self.args.per_device_eval_batch_size, collate_fn=self.data_collator,
-                                 num_workers=0)
+                                 num_workers=self.args.dataloader_num_workers)
 
         def loss_of(inputs):
             with self.compute_loss_context_manager():

@@ -81,7 +81,8 @@ def _jsonl_files(folder: Path) -> list[Path]:
 def split_of(relative: Path) -> str:
     """The split a file belongs to, from its folder or file name ('valid/annotations.jsonl' → validation)."""
     words = [*relative.parent.parts, *relative.stem.replace("-", "_").split("_")]
-    return next((SPLIT_WORDS[w.lower()] for w in words if w.lower() in SPLIT_WORDS), "train")
+    words = [word.lower().rstrip("0123456789") for word in words]  # COCO's instances_val2017.json → val
+    return next((SPLIT_WORDS[w] for w in words if w in SPLIT_WORDS), "train")
 
 
 def jsonl_splits(path: Path) -> dict[str, list[Path]]:

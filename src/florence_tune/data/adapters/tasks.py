@@ -85,15 +85,14 @@ class Adapter:
     def image(self, row: dict[str, Any], draft: int | None = None):
         if not row.get("image"):
             raise BadSample("no_image")
-        image = open_image(row["image"], draft=draft)
-        declared = _declared_size(row)
-        if declared and declared != tuple(image.info.get("full_size", image.size)):
-            raise BadSample("image_size_mismatch")  # boxes were drawn on an image of another size
-        return image, ()
+        return open_image(row["image"], draft=draft), ()
 
     def _draft(self, row: dict[str, Any]) -> Sample:
         task = row.get("task") or self.default_task
         meta: dict[str, Any] = {"task": task, "question": task, "question_type": task}
+        declared = _declared_size(row)
+        if declared and declared != image_size(row.get("image")):  # checked per row: rows may share a page
+            raise BadSample("image_size_mismatch")  # its boxes were drawn on an image of another size
         if task in tasks.BOX_TASKS:
             return self._box_draft(row, task, meta)
         text = _text_of(row, task)
@@ -204,15 +203,29 @@ def _jsonl_row(line: str, path: Path, number: int) -> dict[str, Any]:
         objects = [o for o in data["objects"] if isinstance(o, dict)]
         labels = [o.get("label", o.get("category", "")) for o in objects]
         boxes = [o.get("bbox", o.get("box")) for o in objects]
-    try:
-        boxes = [[float(v) for v in box] for box in boxes] if boxes is not None else None
-        labels = [str(label) for label in labels] if labels is not None else None
-    except (TypeError, ValueError):
-        return _row(id=row_id, error="bad_box")
+    if boxes is not None and labels is not None and len(boxes) == len(labels):
+        pairs = [(str(label), _numbers(box)) for label, box in zip(labels, boxes, strict=True)]
+        pairs = [(label, box) for label, box in pairs if box is not None]  # an object without a box: that one
+        labels, boxes = [label for label, _ in pairs], [box for _, box in pairs]
+    elif boxes is not None or labels is not None:
+        labels, boxes = list(labels or []), list(boxes or [])  # unequal counts: the adapter counts the row
+        boxes = [_numbers(box) or [] for box in boxes]
+        labels = [str(label) for label in labels]
     text = {key: str(data[key]) if data.get(key) is not None else None for key in ("caption", "text", "split")}
+    if text["text"] is None and data.get("answer") is not None:
+        text["text"] = str(data["answer"])
     return _row(id=str(data.get("id") or row_id), image=image_path(path.parent, data["image"]),
                 task=data.get("task"), width=data.get("width"), height=data.get("height"), labels=labels,
                 boxes=boxes, **text)
+
+
+def _numbers(box: Any) -> list[float] | None:
+    """[x1, y1, x2, y2] as floats, or None when it is not four numbers."""
+    try:
+        values = [float(v) for v in box]
+    except (TypeError, ValueError):
+        return None
+    return values if len(values) == 4 else None
 
 
 def _coco_rows(path: Path) -> Iterator[dict[str, Any]]:
