@@ -110,10 +110,11 @@ class TrainConfig(LoraFields, TaskSettings, DataSettings, GenerationSettings):
     eval_split: str = setting("validation", "Split to evaluate on ('none' to skip evaluation).", free_on_resume=True)
     output_dir: str = setting("runs/demo", "Run directory (checkpoints, final/, metrics.jsonl, model card).",
                               free_on_resume=True)
-    overwrite: bool = setting(False, "Replace an existing run in --output-dir.", saved=False)
+    overwrite: bool = setting(False, "Replace an existing run in --output-dir (only a folder that is a run, never "
+                                     "the working directory or one holding the dataset or model).", saved=False)
     resume: str | None = setting(None, "Continue the run in --output-dir from its newest complete checkpoint "
-                                       "(--resume alone, or 'auto'), or from the checkpoint folder given "
-                                       "(--resume runs/x/checkpoint-500).",
+                                       "(--resume alone, or 'auto'; a finished run is left as it is), or from the "
+                                       "checkpoint folder given (--resume runs/x/checkpoint-500).",
                                  const="auto", saved=False)
     strategy: str = setting("full", "What trains: all weights, all but the vision tower, LoRA adapters, or LoRA on a "
                                     "4-bit base (GPU + bitsandbytes).",
