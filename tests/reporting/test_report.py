@@ -97,3 +97,13 @@ def test_rebuilding_a_report_reopens_the_evaluation_split_for_its_pages(tmp_path
     (run / "report.html").unlink()
     assert main(["report", str(run)]) == 0
     assert html.unescape((run / "report.html").read_text()).count("data:image/jpeg;base64,") == 3
+
+
+def test_a_line_cut_short_by_a_kill_is_skipped_with_a_note(run_dir, capsys):
+    """report on a killed run: metrics.jsonl ends in half a line; the report is written, the line skipped."""
+    with (run_dir / "metrics.jsonl").open("a") as handle:
+        handle.write('{"step": 30, "lo')
+    assert main(["report", str(run_dir)]) == 0
+    err = capsys.readouterr().err
+    assert "metrics.jsonl" in err and "skipped 1 damaged line" in err
+    assert (run_dir / "report.html").exists()

@@ -15,6 +15,7 @@ import base64
 import html
 import io
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +32,20 @@ THUMBNAIL = (320, 320)
 # ---------------------------------------------------------------- reading the run directory
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The JSON lines of a run file; a damaged line (a kill cuts the last one short) is skipped with a note."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    found, damaged = [], 0
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            value = json.loads(line) if line.strip() else None
+        except ValueError:
+            value, damaged = None, damaged + 1
+        if isinstance(value, dict):
+            found.append(value)
+    if damaged:
+        print(f"note: {path}: skipped {damaged} damaged line{'s' if damaged > 1 else ''}", file=sys.stderr)
+    return found
 
 
 def read_run(run_dir: Path) -> dict[str, Any]:
