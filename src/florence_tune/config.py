@@ -185,6 +185,8 @@ class TrainConfig(LoraFields, TaskSettings, DataSettings, GenerationSettings):
 
 @dataclass
 class EvalConfig(TaskSettings, DataSettings, GenerationSettings):
+    task_prompt: str | None = setting(None, "Task prompt put before every question (default: the one the run given "
+                                            "as --model was trained with, else <VQA>).")
     model: str = setting(None, "Model: 'tiny', a hub id, a run directory, or a final/ or checkpoint folder.")
     dataset: str = setting("synthetic", "Dataset spec: 'synthetic', 'docvqa', 'cauldron[:chartqa,...]', "
                                        "'docmatix', a hub id, a JSONL file or a folder (JSONL + images, parquet, "
@@ -217,6 +219,8 @@ class InspectConfig(TaskSettings, DataSettings):
 
 @dataclass
 class PredictConfig(TaskSettings, GenerationSettings):
+    task_prompt: str | None = setting(None, "Task prompt put before every question (default: the one the run given "
+                                            "as --model was trained with, else <VQA>).")
     model: str = setting(None, "Model: 'tiny', a hub id, a run directory, or a final/ or checkpoint folder.")
     image: str = setting(None, "Path of the image to ask about.")
     question: str = setting(None, "Question about the image (VQA).")

@@ -219,3 +219,25 @@ def test_two_lora_runs_with_one_seed_end_with_the_same_adapters(tmp_path):
         adapters.append(load_file(str(run / "final" / "adapter_model.safetensors")))
     assert adapters[0].keys() == adapters[1].keys()
     assert all(torch.equal(adapters[0][k], adapters[1][k]) for k in adapters[0])
+
+
+def test_evaluate_and_predict_use_the_prompt_the_run_was_trained_with(tmp_path, image_file, monkeypatch, capsys):
+    """A run trained with --task-prompt '<DocVQA>' is evaluated and asked with it, unless a prompt is given."""
+    from florence_tune.commands import evaluate, predict
+
+    run = tmp_path / "run"
+    assert main(["train", "--task-prompt", "<DocVQA>", "--max-steps", "1", "--batch-size", "2", "--eval-split",
+                 "none", "--report-to", "none", "--output-dir", str(run)]) == 0
+    seen = []
+    real_load, real_answer = evaluate.data.load, predict.answer
+    monkeypatch.setattr(evaluate.data, "load", lambda spec, split, options: seen.append(options.task_prompt)
+                        or real_load(spec, split, options))
+    monkeypatch.setattr(predict, "answer", lambda model, processor, samples, decoding: seen.append(
+        samples[0].prompt) or real_answer(model, processor, samples, decoding))
+    quick = ["--max-samples", "2", "--num-beams", "1", "--max-new-tokens", "2", "--output", str(tmp_path / "p.jsonl")]
+    for model in (run, run / "final"):
+        assert main(["evaluate", "--model", str(model), *quick]) == 0
+    assert main(["evaluate", "--model", str(run), "--task-prompt", "<VQA>", *quick]) == 0
+    assert main(["predict", "--model", str(run), "--image", str(image_file), "--question", "Total?",
+                 "--num-beams", "1", "--max-new-tokens", "2"]) == 0
+    assert seen == ["<DocVQA>", "<DocVQA>", "<VQA>", "<DocVQA>Total?"]

@@ -6,14 +6,32 @@ Only ``commands/`` reads config objects (tests/test_layout.py checks it); everyt
 
 from __future__ import annotations
 
+import contextlib
+from pathlib import Path
+
+import yaml
+
+from florence_tune import tasks
 from florence_tune.data import DataOptions
 from florence_tune.evaluation.generation import Decoding
 from florence_tune.model.strategies import LoraSettings
 
 
+def task_prompt(config) -> str:
+    """The prompt given, else the one the run named by ``--model`` was trained with (its config.yaml), else VQA."""
+    if config.task_prompt is not None:
+        return config.task_prompt
+    model = Path(str(getattr(config, "model", "") or "")).expanduser()
+    for saved in (model / "config.yaml", model.parent / "config.yaml"):  # a run, or its final/ or checkpoint-N/
+        if model.exists() and saved.is_file():
+            with contextlib.suppress(OSError, yaml.YAMLError, AttributeError):
+                return (yaml.safe_load(saved.read_text()) or {}).get("task_prompt") or tasks.VQA
+    return tasks.VQA
+
+
 def data_options(config, *, limit: int = 0, shuffle: bool = False) -> DataOptions:
     """How ``config``'s dataset is read (train, evaluate, data inspect share these settings)."""
-    return DataOptions(task_prompt=config.task_prompt, clean_questions=config.clean_questions,
+    return DataOptions(task_prompt=task_prompt(config), clean_questions=config.clean_questions,
                        multi_image=config.multi_image, holdout_rows=config.holdout_rows,
                        streaming=config.streaming, limit=limit, shuffle=shuffle, seed=getattr(config, "seed", 0))
 

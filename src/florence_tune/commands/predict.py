@@ -47,7 +47,7 @@ def build_prompt(config: PredictConfig) -> tuple[str, str | None]:
     if (config.question is None) == (config.task is None):
         raise UsageError("give exactly one of --question TEXT or --task <CAPTION>|<OCR>|<OD>|...")
     if config.question is not None:
-        return config.task_prompt + config.question, None
+        return options.task_prompt(config) + config.question, None
     task = config.task.strip()
     if not (task.startswith("<") and ">" in task):
         raise UsageError(f"--task must start with a Florence-2 task token such as <CAPTION> or <OD> (got {task!r})")
