@@ -53,6 +53,20 @@ def resolved(path: str | Path) -> Path:
     return Path(os.path.realpath(Path(path).expanduser()))
 
 
+def resolve_spec(spec: str) -> str:
+    """``spec`` with its local paths made absolute (hub ids, names, configurations and weights kept), so a
+    run's config.yaml names the same data and model from any working directory."""
+    if not spec:
+        return spec
+    if Path(spec).expanduser().exists():
+        return str(resolved(spec))
+    pieces = []
+    for piece in spec.split(","):
+        base, rest = re.match(r"([^:=]*)(.*)", piece).groups()
+        pieces.append(str(resolved(base)) + rest if base.strip() and Path(base).expanduser().exists() else piece)
+    return ",".join(pieces)
+
+
 def local_inputs(*specs: str | None) -> list[Path]:
     """The existing local files and folders named by model or dataset specs (hub ids and names are not).
 

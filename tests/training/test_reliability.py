@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import builders
 import datasets
 import pytest
 import torch
@@ -452,3 +453,28 @@ def test_resume_of_a_finished_run_changes_nothing_and_says_so(tmp_path, capsys):
     after = {p.relative_to(run_dir): p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
     assert after == before, sorted(set(after) ^ set(before)) or "a file changed"
     assert json.loads(out.out.strip().splitlines()[-1])["steps"] == 3
+
+
+def test_a_run_started_with_relative_paths_resumes_from_anywhere(tmp_path, monkeypatch, capsys):
+    """config.yaml holds resolved local paths, so the printed command works from another directory."""
+    import yaml
+
+    home = tmp_path / "work"
+    (home / "data").mkdir(parents=True)
+    (home / "data" / "page.png").write_bytes(builders.png())
+    rows = [{"image": "page.png", "question": f"q{i}", "answers": ["a"]} for i in range(6)]
+    (home / "data" / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    monkeypatch.chdir(home)
+    argv = ["train", "--dataset", "data/rows.jsonl", "--holdout-rows", "0", "--eval-split", "none",
+            "--max-steps", "2", "--batch-size", "2", "--report-to", "none", "--output-dir", "runs/rel"]
+    assert main(argv) == 0
+    saved = yaml.safe_load((home / "runs" / "rel" / "config.yaml").read_text())
+    assert saved["output_dir"] == str(home / "runs" / "rel") and saved["dataset"] == str(home / "data" / "rows.jsonl")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    capsys.readouterr()
+    assert main(["train", "--config", str(home / "runs" / "rel" / "config.yaml"), "--resume"]) == 0
+    assert "is finished" in capsys.readouterr().err and not (elsewhere / "runs").exists()
+    monkeypatch.chdir(home)  # the relative spelling names the same run and the same data: nothing differs
+    assert main([*argv, "--resume"]) == 0

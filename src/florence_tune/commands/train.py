@@ -44,6 +44,7 @@ BASELINE_TRAIN_SAMPLES = 5000  # enough for the image-blind baseline; bounded so
 def run(config: TrainConfig) -> dict[str, Any]:
     """Returns the run's summary (also written to summary.json)."""
     validate(config)
+    config = with_resolved_paths(config)  # config.yaml and the resume command then work from anywhere
     distributed.init()  # joins the process group under torchrun; a no-op for one process
     run_dir = Path(config.output_dir)
     if run_dir.exists() and not run_dir.is_dir():
@@ -111,6 +112,15 @@ def validate(config: TrainConfig) -> None:
                              "train on 'train' and evaluate on 'validation'")
 
 
+def with_resolved_paths(config: TrainConfig) -> TrainConfig:
+    """The same settings with local paths absolute (output folder, dataset, model, page cache)."""
+    changes = {"output_dir": str(paths.resolved(config.output_dir)), "dataset": paths.resolve_spec(config.dataset),
+               "model": paths.resolve_spec(config.model)}
+    if config.page_cache and config.page_cache != "auto":
+        changes["page_cache"] = str(paths.resolved(config.page_cache))
+    return dataclasses.replace(config, **changes)
+
+
 def finished_run(run_dir: Path, config: TrainConfig) -> dict[str, Any]:
     """``--resume`` of a run that ended: nothing is trained or written; its summary, as the run left it
     (changed training settings are still refused: they would name another run)."""
@@ -155,7 +165,8 @@ def _chosen_checkpoint(run_dir: Path, resume: str) -> Path:
 def changed_settings(config: TrainConfig, saved: dict[str, Any]) -> list[str]:
     """'name (saved X, now Y)' for every setting that may not change on resume and differs from ``saved``."""
     names = {f.name for f in dataclasses.fields(TrainConfig)}
-    before = build(TrainConfig, {k: v for k, v in saved.items() if k in names}, source="the run's config.yaml")
+    before = with_resolved_paths(build(TrainConfig, {k: v for k, v in saved.items() if k in names},
+                                       source="the run's config.yaml"))  # a run saved with relative paths
     return [f"{name} (saved {getattr(before, name)!r}, now {getattr(config, name)!r})"
             for name in sorted(names - free_on_resume(TrainConfig)) if getattr(before, name) != getattr(config, name)]
 
