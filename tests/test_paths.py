@@ -165,3 +165,17 @@ def test_a_second_run_into_a_folder_in_use_stops_at_once(tmp_path, capsys):
     (run / "run.lock").write_text(json.dumps({"pid": int(gone.stdout), "host": socket.gethostname()}))
     assert main(["train", "--output-dir", str(run), "--eval-split", "none", *TINY_RUN]) == 0
     assert (run / "final").is_dir() and not (run / "run.lock").exists(), "the lock goes when the run ends"
+
+
+def test_a_run_stopped_before_its_first_checkpoint_is_started_again_but_a_foreign_folder_is_not(tmp_path, capsys):
+    started = tmp_path / "started"
+    started.mkdir()
+    (started / "config.yaml").write_text("model: tiny\n")
+    (started / "metrics.jsonl").write_text('{"step": 0, "before_loss": 7.9}\n')
+    assert main(["train", "--output-dir", str(started), "--eval-split", "none", *TINY_RUN]) == 0
+    assert (started / "final").is_dir() and "before_loss" not in (started / "metrics.jsonl").read_text()
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    assert main(["train", "--output-dir", str(foreign), "--eval-split", "none", *TINY_RUN]) == 2
+    assert "already holds" in capsys.readouterr().err and [p.name for p in foreign.iterdir()] == ["notes.txt"]

@@ -151,11 +151,13 @@ def _holder(lock: Path) -> str | None:
 
 
 def run_state(run_dir: str | Path) -> str:
-    """'empty' (absent or empty), 'started' (a run's files, no complete checkpoint yet), 'checkpointed', or
-    'finished' (its summary.json and final/ written: training ended)."""
+    """'empty' (absent or empty), 'other' (files that are not a run), 'started' (a run's files, no complete
+    checkpoint yet), 'checkpointed', or 'finished' (its summary.json and final/ written: training ended)."""
     folder = Path(run_dir)
     if not folder.is_dir() or not any(p.name != LOCK_FILE for p in folder.iterdir()):
         return "empty"
+    if _foreign(folder) or not (folder / "config.yaml").is_file():
+        return "other"
     if (folder / "summary.json").is_file() and (folder / "final").is_dir():
         return "finished"
     if any((p / "COMPLETE").is_file() for p in folder.glob("checkpoint-*")):
@@ -167,11 +169,16 @@ def check_replaceable_run(run_dir: str | Path, inputs: Iterable[Path]) -> None:
     """Raise unless ``--overwrite`` may delete ``run_dir`` (an existing, non-empty folder)."""
     check_replaceable_folder(run_dir, inputs, "--output-dir")
     folder = resolved(run_dir)
-    foreign = sorted(p.name for p in folder.iterdir() if p.name not in RUN_FILES and not _RUN_FOLDERS.match(p.name))
+    foreign = _foreign(folder)
     if foreign or not (folder / "config.yaml").is_file():
         what = f"holds {', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}" if foreign else "no config.yaml"
         raise UsageError(f"--output-dir '{run_dir}' is not a florence-tune run ({what}); --overwrite replaces only "
                          "a run folder: choose another --output-dir or empty it yourself")
+
+
+def _foreign(folder: Path) -> list[str]:
+    """The entries of ``folder`` that no run writes."""
+    return sorted(p.name for p in folder.iterdir() if p.name not in RUN_FILES and not _RUN_FOLDERS.match(p.name))
 
 
 def check_replaceable_folder(destination: str | Path, inputs: Iterable[Path], flag: str) -> None:

@@ -478,3 +478,24 @@ def test_a_run_started_with_relative_paths_resumes_from_anywhere(tmp_path, monke
     assert "is finished" in capsys.readouterr().err and not (elsewhere / "runs").exists()
     monkeypatch.chdir(home)  # the relative spelling names the same run and the same data: nothing differs
     assert main([*argv, "--resume"]) == 0
+
+
+@pytest.mark.multiprocess
+def test_sigterm_before_training_starts_exits_75_and_the_folder_is_reused(tmp_path):
+    """A signal during the evaluation before training: nothing to save, exit 75 with the command that goes on;
+    that command (and a plain rerun) accepts the started folder."""
+    run_dir = tmp_path / "run"
+    slow_start = ["--eval-split", "validation", "--max-eval-samples", "60", "--num-beams", "4",
+                  "--max-new-tokens", "24"]
+    process = start_training(run_dir, "--save-steps", "100", *slow_start)
+    wait_until(process, run_dir, lambda: (run_dir / "config.yaml").exists())  # evaluating, not yet training
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=300)
+    err = stderr_of(run_dir)
+    assert process.returncode == 75, err[-2000:]
+    message = last_line(err)
+    assert "SIGTERM received before training started" in message and "continue with: " in message, message
+    assert not list(run_dir.glob("checkpoint-*")) and not (run_dir / "final").exists()
+    command = message.split("continue with: ")[1]
+    assert main([*shlex.split(command)[1:], "--max-eval-samples", "2", "--num-beams", "1"]) == 0
+    assert json.loads((run_dir / "summary.json").read_text())["steps"] == TOTAL_STEPS

@@ -49,11 +49,12 @@ def run(config: TrainConfig) -> dict[str, Any]:
     run_dir = Path(config.output_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise UsageError(f"--output-dir '{run_dir}' is a file; choose a folder")
-    with paths.run_lock(run_dir) if distributed.is_main() else contextlib.nullcontext():  # one run per folder
-        return _run(config, run_dir)
+    stopper = reliability.StopOnSignal()  # SIGTERM / SIGINT from the start: exit 75 and say how to go on
+    with stopper.listening(), paths.run_lock(run_dir) if distributed.is_main() else contextlib.nullcontext():
+        return _run(config, run_dir, stopper)
 
 
-def _run(config: TrainConfig, run_dir: Path) -> dict[str, Any]:
+def _run(config: TrainConfig, run_dir: Path, stopper: reliability.StopOnSignal) -> dict[str, Any]:
     if config.resume == "auto" and paths.run_state(run_dir) == "finished":
         return finished_run(run_dir, config)
     resume_from = resume_point(run_dir, config)  # None unless --resume
@@ -65,14 +66,16 @@ def _run(config: TrainConfig, run_dir: Path) -> dict[str, Any]:
         model, processor = load_model(config)
     report_parameters(model)
     if distributed.is_main():
-        prepare_run_dir(run_dir, config)
+        prepare_run_dir(run_dir, config, resumed=resume_from is not None)
     distributed.barrier()
-    trainer = build_trainer(model, processor, train_data, eval_data, config, run_dir)
+    stopper.raise_if_received(run_dir)
+    trainer = build_trainer(model, processor, train_data, eval_data, config, run_dir, stopper)
 
     if resume_from:  # the first part of the run measured the start; its numbers are in metrics.jsonl
         before = reliability.logged_metrics(run_dir / "metrics.jsonl", "before_")
     else:
         before = trainer.evaluate(metric_key_prefix="before") if eval_data is not None and config.eval_before else {}
+    stopper.raise_if_received(run_dir)
     trainer.train(resume_from_checkpoint=resume_from)
     after = trainer.latest_evaluation() if eval_data is not None else {}
 
@@ -133,8 +136,11 @@ def finished_run(run_dir: Path, config: TrainConfig) -> dict[str, Any]:
 
 
 def resume_point(run_dir: Path, config: TrainConfig) -> str | None:
-    """The checkpoint ``--resume`` continues from (None without ``--resume``), refusing changed settings."""
-    if not config.resume:
+    """The checkpoint ``--resume`` continues from (None without ``--resume``, or for a run that was started
+    but stopped before its first checkpoint: it starts again), refusing changed settings."""
+    if not config.resume or (config.resume == "auto" and paths.run_state(run_dir) == "started"):
+        if config.resume and (run_dir / "config.yaml").is_file():
+            refuse_changed_settings(config, run_dir / "config.yaml")
         return None
     checkpoint = _chosen_checkpoint(run_dir, config.resume)
     saved = next((p for p in (run_dir / "config.yaml", checkpoint.parent / "config.yaml") if p.is_file()), None)
@@ -181,12 +187,15 @@ def refuse_changed_settings(config: TrainConfig, saved_file: Path) -> None:
 
 
 def refuse_existing_run(run_dir: Path, config: TrainConfig) -> None:
-    """Never mix two runs in one folder, never delete anything but a run (checked before any heavy work)."""
-    if paths.run_state(run_dir) != "empty":
-        if not config.overwrite:
-            raise UsageError(f"output directory '{run_dir}' already holds a run; pass --overwrite to replace it "
-                             "or choose another --output-dir")
-        paths.check_replaceable_run(run_dir, paths.local_inputs(config.model, config.dataset))
+    """Never mix two runs in one folder, never delete anything but a run (checked before any heavy work).
+    A run that stopped before its first checkpoint starts again, as --overwrite would replace it."""
+    state = paths.run_state(run_dir)
+    if state == "empty":
+        return
+    if state != "started" and not config.overwrite:
+        raise UsageError(f"output directory '{run_dir}' already holds a run; pass --overwrite to replace it "
+                         "or choose another --output-dir")
+    paths.check_replaceable_run(run_dir, paths.local_inputs(config.model, config.dataset))
 
 
 # --- data, model, trainer ----------------------------------------------------------------------------
@@ -223,9 +232,11 @@ def report_parameters(model) -> None:
     print(f"parameters: {trainable:,} trainable / {total:,} total ({100 * trainable / max(total, 1):.1f}%)")
 
 
-def prepare_run_dir(run_dir: Path, config: TrainConfig) -> Path:
-    """Start the run folder afresh and save the resolved config."""
-    if config.overwrite:  # check_replaceable_run allowed it; the lock this run holds stays
+def prepare_run_dir(run_dir: Path, config: TrainConfig, resumed: bool = False) -> Path:
+    """Start the run folder afresh (a replaced run, or one started and stopped before its first checkpoint)
+    and save the resolved config."""
+    restart = not resumed and paths.run_state(run_dir) == "started"
+    if config.overwrite or restart:  # check_replaceable_run allowed it; the lock this run holds stays
         for entry in run_dir.iterdir():
             if entry.name != paths.LOCK_FILE:
                 shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
@@ -255,7 +266,8 @@ def save_final(model, processor, run_dir: Path) -> Path:
     return final
 
 
-def build_trainer(model, processor, train_data, eval_data, config: TrainConfig, run_dir: Path) -> FlorenceTrainer:
+def build_trainer(model, processor, train_data, eval_data, config: TrainConfig, run_dir: Path,
+                  stopper: reliability.StopOnSignal | None = None) -> FlorenceTrainer:
     positions = encoder_positions(model)
     collator = Collator(processor, max_positions=positions, max_target_tokens=config.max_target_tokens)
     fast = loaders.build(model, processor, train_data, eval_data, page_settings(config), batch_size=config.batch_size,
@@ -270,7 +282,7 @@ def build_trainer(model, processor, train_data, eval_data, config: TrainConfig, 
         model=model, args=args, train_dataset=train_data, eval_dataset=eval_data, data_collator=collator,
         fast=fast, processing_class=processor,
         callbacks=[MetricsFileCallback(run_dir / "metrics.jsonl"), *tensorboard_callback(args, run_dir)],
-        decoding=options.decoding(config), max_nonfinite_steps=config.max_nonfinite_steps,
+        decoding=options.decoding(config), max_nonfinite_steps=config.max_nonfinite_steps, stopper=stopper,
         predictions_path=run_dir / "predictions.jsonl", metric_names=task_metrics.parse_names(config.metrics))
 
 

@@ -167,6 +167,7 @@ class StopOnSignal(TrainerCallback):
     def __init__(self):
         self.received: str | None = None
         self.stopped_at: int | None = None
+        self.training = False  # before training, a stop has no step to finish and nothing to save
 
     @contextlib.contextmanager
     def listening(self) -> Iterator[None]:
@@ -184,11 +185,17 @@ class StopOnSignal(TrainerCallback):
     def _handle(self, signum, frame) -> None:
         name = signal.Signals(signum).name
         if self.received is not None:
-            raise KeyboardInterrupt(f"second {name}")
+            raise SystemExit(128 + signum)  # the second one stops at once, with the signal's conventional code
         self.received = name
+        then = "saving a checkpoint after this step, then stopping" if self.training else "stopping before training"
         # os.write, not print: a handler may interrupt a print already in progress
-        os.write(2, f"{name} received: saving a checkpoint after this step, then stopping "
-                    f"(send it again to stop at once)\n".encode())
+        os.write(2, f"{name} received: {then} (send it again to stop at once)\n".encode())
+
+    def raise_if_received(self, run_dir: Path) -> None:
+        """Before training: stop now (75) with the command that starts the run again, if a signal came."""
+        if self.received is not None:
+            raise Stopped(f"{self.received} received before training started: nothing to save yet; "
+                          f"continue with: {resume_command(run_dir)}")
 
     def on_step_end(self, args, state, control, **kwargs):
         if any_rank(self.received is not None, args.device):
@@ -210,10 +217,10 @@ class ReliableTrainerMixin:
     of skipped updates).
     """
 
-    def __init__(self, *args, max_nonfinite_steps: int = 5, **kwargs):
+    def __init__(self, *args, max_nonfinite_steps: int = 5, stopper: StopOnSignal | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.guard = NonFiniteGuard(max_nonfinite_steps)
-        self.stopper = StopOnSignal()
+        self.stopper = stopper or StopOnSignal()  # the command's own, when it listens from its start
         self.add_callback(self.guard)
         self.add_callback(self.stopper)
         self._staging: Path | None = None
@@ -226,6 +233,7 @@ class ReliableTrainerMixin:
             self._restore_counters(Path(resume_from_checkpoint))
             if self.args.should_save:
                 checkpoints.remove_leftovers(Path(self.args.output_dir))
+        self.stopper.training = True
         with self.stopper.listening():
             try:
                 output = super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
