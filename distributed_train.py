@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
+import signal
 import sys
 
 
@@ -90,12 +92,19 @@ def main(argv: list[str]) -> int:
         print("torchrun " + " ".join(torchrun_args))
         return 0
     # torchrun's own entry point, in this process: its agent starts, watches and stops the workers.
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.elastic.rendezvous.api import RendezvousTimeoutError
     from torch.distributed.run import main as torchrun
 
     try:
         torchrun(torchrun_args)
+    except SignalException as exc:  # the agent passed the signal on; the workers checkpointed and stopped
+        again = " ".join(shlex.quote(a) for a in ["python", "distributed_train.py", *argv]
+                         + ([] if "--resume" in argv else ["--resume"]))
+        print(f"distributed_train.py: stopped: {signal.Signals(exc.sigval).name} received; the workers saved a "
+              f"checkpoint after their current step; continue with: {again}", file=sys.stderr)
+        return 75
     except RendezvousTimeoutError:
         print(f"distributed_train.py: error: not all {args.nnodes} nodes joined the rendezvous at "
               f"{args.rdzv_endpoint} within {args.rdzv_timeout}s; start this command on every node and check "

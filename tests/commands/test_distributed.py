@@ -187,3 +187,26 @@ def test_a_rank_whose_batch_is_all_unusable_keeps_step_with_the_other(tmp_path):
                               max_train_samples=0, max_steps=4, batch_size=1)
     for name in rank0:
         assert torch.equal(rank0[name], rank1[name]), name
+
+
+def test_sigterm_to_distributed_train_py_checkpoints_and_exits_75(tmp_path):
+    run_dir = tmp_path / "run"
+    command = [sys.executable, str(ROOT / "distributed_train.py"), "--dataset", "synthetic", "--model", "tiny",
+               "--epochs", "1", "--nproc", "2", "--batch-size", "1", "--max-train-samples", "400",
+               "--eval-split", "none", "--logging-steps", "1", "--output-dir", str(run_dir)]
+    job = subprocess.Popen(command, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        metrics = run_dir / "metrics.jsonl"
+        while not (metrics.exists() and metrics.read_text().count('"loss"') >= 2):
+            assert time.monotonic() < deadline and job.poll() is None, "training never started"
+            time.sleep(0.2)
+        job.send_signal(signal.SIGTERM)
+        _, err = job.communicate(timeout=120)
+    finally:
+        if job.poll() is None:
+            job.kill()
+    assert job.returncode == 75, err[-2000:]
+    assert "continue with: python distributed_train.py" in err.strip().splitlines()[-1]
+    assert list(run_dir.glob("checkpoint-*/COMPLETE"))
