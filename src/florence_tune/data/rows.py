@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from PIL import Image
 
-from florence_tune.data.images import BadImage
+from florence_tune.data.images import BadImage, open_image
 from florence_tune.data.sample import ALTERED, Sample, Skipped
 
 Item = Sample | Skipped
@@ -63,6 +63,13 @@ def realise(adapter: Adapter, row: dict[str, Any], keep: Collection[int] | None 
         return [d if isinstance(d, Skipped) else Skipped(exc.reason) for d in chosen]
     return [dataclasses.replace(d, image=image, meta={**d.meta, ALTERED: list(altered)}) if isinstance(d, Sample)
             else d for d in chosen]
+
+
+def single_image(row: dict[str, Any], draft: int | None = None) -> tuple[Image.Image, tuple[str, ...]]:
+    """``Adapter.image`` of a row with one page in its ``image`` column (DocVQA, JSON lines, task rows)."""
+    if not row.get("image"):
+        raise BadSample("no_image")
+    return open_image(row["image"], draft=draft), ()
 
 
 def fingerprint(row: dict[str, Any], image_columns: tuple[str, ...]) -> str:

@@ -10,8 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from florence_tune.data.images import open_image
-from florence_tune.data.rows import BadSample, Item
+from florence_tune.data.rows import BadSample, Item, single_image
 from florence_tune.data.sample import Sample, Skipped
 
 HUB_ID = "HuggingFaceM4/DocumentVQA"
@@ -83,7 +82,5 @@ class Adapter:
             return [Skipped(exc.reason)]
 
     def image(self, row: dict[str, Any], draft: int | None = None):
-        if not row.get("image"):
-            raise BadSample("no_image")
-        return open_image(row["image"], draft=draft), ()
+        return single_image(row, draft)
 

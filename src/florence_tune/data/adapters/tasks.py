@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from florence_tune import tasks
-from florence_tune.data.images import BadImage, image_size, open_image
-from florence_tune.data.rows import BadSample, Item
+from florence_tune.data.images import BadImage, image_size
+from florence_tune.data.rows import BadSample, Item, single_image
 from florence_tune.data.sample import Sample, Skipped
 from florence_tune.errors import UsageError
 
@@ -83,9 +83,7 @@ class Adapter:
             return [Skipped(exc.reason)]
 
     def image(self, row: dict[str, Any], draft: int | None = None):
-        if not row.get("image"):
-            raise BadSample("no_image")
-        return open_image(row["image"], draft=draft), ()
+        return single_image(row, draft)
 
     def _draft(self, row: dict[str, Any]) -> Sample:
         task = row.get("task") or self.default_task
