@@ -358,6 +358,10 @@ def test_incomplete_checkpoint_path_is_refused(tmp_path, capsys):
     folder = make_checkpoint(tmp_path, 3, complete=False)
     assert main(["train", *RUN, "--output-dir", str(tmp_path), "--resume", str(folder)]) == 2
     assert "is not a complete checkpoint" in capsys.readouterr().err
+    (tmp_path / "mydata").mkdir()
+    assert main(["train", *RUN, "--output-dir", str(tmp_path / "run"), "--resume", str(tmp_path / "mydata")]) == 2
+    err = capsys.readouterr().err
+    assert "is not a checkpoint folder" in err and "interrupted" not in err
 
 
 def test_run_config_leaves_out_per_invocation_flags(reference):

@@ -162,6 +162,9 @@ def _chosen_checkpoint(run_dir: Path, resume: str) -> Path:
     if not folder.is_dir():
         raise UsageError(f"--resume '{resume}' is not a folder; pass a checkpoint-N folder, "
                          "or --resume alone for the newest complete one")
+    if checkpoints.step_of(folder) is None:
+        raise UsageError(f"--resume '{resume}' is not a checkpoint folder (checkpoint-N/ inside a run); pass one, "
+                         "or --resume alone for the newest complete one")
     if not checkpoints.is_complete(folder):
         raise UsageError(f"'{folder}' is not a complete checkpoint (no {checkpoints.MARKER} file: its save was "
                          "interrupted); pass another checkpoint-N folder, or --resume alone for the newest one")
