@@ -241,3 +241,20 @@ def test_evaluate_and_predict_use_the_prompt_the_run_was_trained_with(tmp_path, 
     assert main(["predict", "--model", str(run), "--image", str(image_file), "--question", "Total?",
                  "--num-beams", "1", "--max-new-tokens", "2"]) == 0
     assert seen == ["<DocVQA>", "<DocVQA>", "<VQA>", "<DocVQA>Total?"]
+
+
+def test_a_run_without_an_epoch_boundary_checkpoints_by_default_and_says_so(tmp_path, capsys):
+    """With --save-steps 0 ('each epoch'), a stream or a --max-steps run shorter than an epoch would write no
+    checkpoint before it ends: it saves every 500 steps instead, and says so at the start."""
+    from florence_tune import data
+    from florence_tune.commands.train import save_cadence
+
+    mapped = data.load("synthetic", "train")
+    streamed = data.load("synthetic", "train", streaming=True)
+    assert save_cadence(TrainConfig(max_steps=20000, streaming=True), streamed)[:2] == ("steps", 500)
+    assert save_cadence(TrainConfig(max_steps=10, batch_size=8), mapped)[:2] == ("steps", 500)
+    assert save_cadence(TrainConfig(epochs=2), mapped) == ("epoch", None, None)
+    assert save_cadence(TrainConfig(max_steps=10, save_steps=4), mapped) == ("steps", 4, None)
+    assert main(["train", "--streaming", "--max-steps", "2", "--batch-size", "2", "--eval-split", "none",
+                 "--report-to", "none", "--output-dir", str(tmp_path / "run")]) == 0
+    assert "a checkpoint every 500 steps" in capsys.readouterr().out

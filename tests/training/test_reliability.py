@@ -503,3 +503,23 @@ def test_sigterm_before_training_starts_exits_75_and_the_folder_is_reused(tmp_pa
     command = message.split("continue with: ")[1]
     assert main([*shlex.split(command)[1:], "--max-eval-samples", "2", "--num-beams", "1"]) == 0
     assert json.loads((run_dir / "summary.json").read_text())["steps"] == TOTAL_STEPS
+
+
+def test_a_resumed_run_logs_and_saves_at_its_new_cadence(tmp_path):
+    """--logging-steps / --save-steps given on --resume take effect (and config.yaml records them)."""
+    import shutil
+
+    import yaml
+
+    run_dir = tmp_path / "run"
+    assert main(["train", *RUN, "--max-steps", "6", "--save-steps", "2", "--output-dir", str(run_dir)]) == 0
+    for name in ("checkpoint-4", "checkpoint-6", "final", "summary.json"):  # as a kill after step 2 leaves it
+        target = run_dir / name
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
+    assert main(["train", *RUN, "--max-steps", "6", "--save-steps", "3", "--logging-steps", "2",
+                 "--output-dir", str(run_dir), "--resume"]) == 0
+    logged = [step for step, _ in losses_by_step(run_dir)]
+    assert logged == [1, 2, 4, 6], logged
+    assert checkpoints.step_of(checkpoints.newest_complete(run_dir)) == 6 and (run_dir / "checkpoint-3").is_dir()
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert (saved["logging_steps"], saved["save_steps"]) == (2, 3)

@@ -280,7 +280,10 @@ def build_trainer(model, processor, train_data, eval_data, config: TrainConfig, 
         collator, train_data, eval_data = fast.collator, fast.train_data, fast.eval_data
     acceleration.prepare(model, gradient_checkpointing=config.gradient_checkpointing,
                          compile_backend="inductor" if config.compile else None)
-    args = training_arguments(config, run_dir)
+    strategy, every, note = save_cadence(config, train_data)
+    if note and distributed.is_main():
+        print(note)
+    args = training_arguments(config, run_dir, save=(strategy, every))
     return FlorenceTrainer(
         model=model, args=args, train_dataset=train_data, eval_dataset=eval_data, data_collator=collator,
         fast=fast, processing_class=processor,
@@ -302,11 +305,30 @@ def learning_rate(config: TrainConfig) -> float:
     return 1e-3 if config.model == "tiny" else 1e-5
 
 
-def training_arguments(config: TrainConfig, run_dir: Path) -> TrainingArguments:
-    """Map our flags onto ``TrainingArguments``. Activation checkpointing is not among them: it is set on
-    the model by ``acceleration.prepare``, the code the benchmark measures."""
+DEFAULT_SAVE_STEPS = 500  # when a run has no epoch boundary to checkpoint at
+
+
+def save_cadence(config: TrainConfig, train_data) -> tuple[str, int | None, str | None]:
+    """(save strategy, steps, a note to print): --save-steps N, else each epoch; but a stream, or a
+    --max-steps run that ends before its first epoch does, has no epoch boundary and would write no
+    checkpoint before it ends, so it saves every DEFAULT_SAVE_STEPS steps and says so."""
+    if config.save_steps > 0:
+        return "steps", config.save_steps, None
+    per_epoch = None
+    if train_data.random_access:
+        per_epoch = -(-len(train_data) // (config.batch_size * distributed.world_size() * config.grad_accum))
+    if train_data.random_access and (config.max_steps <= 0 or config.max_steps >= per_epoch):
+        return "epoch", None, None
+    return "steps", DEFAULT_SAVE_STEPS, (f"no epoch boundary before step {config.max_steps}: a checkpoint every "
+                                         f"{DEFAULT_SAVE_STEPS} steps (--save-steps N to choose)")
+
+
+def training_arguments(config: TrainConfig, run_dir: Path,
+                       save: tuple[str, int | None] | None = None) -> TrainingArguments:
+    """Map our flags onto ``TrainingArguments`` (``save``: from ``save_cadence``). Activation checkpointing
+    is not among them: it is set on the model by ``acceleration.prepare``, the code the benchmark measures."""
     eval_every = "steps" if config.eval_steps > 0 else "epoch"
-    save_every = "steps" if config.save_steps > 0 else "epoch"
+    save_every, save_steps = save or ("steps" if config.save_steps > 0 else "epoch", config.save_steps or None)
     optional = {"optim": config.optim} if config.optim else {}
     report_to = [] if config.report_to.strip().lower() == "none" else list(options.split_list(config.report_to))
     return TrainingArguments(
@@ -325,7 +347,7 @@ def training_arguments(config: TrainConfig, run_dir: Path) -> TrainingArguments:
         eval_strategy=eval_every if config.eval_split.lower() != "none" else "no",
         eval_steps=config.eval_steps or None,
         save_strategy=save_every,
-        save_steps=config.save_steps or None,
+        save_steps=save_steps,
         save_total_limit=config.save_total_limit,
         logging_steps=config.logging_steps,
         seed=config.seed,

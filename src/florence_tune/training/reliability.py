@@ -211,7 +211,8 @@ class StopOnSignal(TrainerCallback):
 class ReliableTrainerMixin:
     """Atomic checkpoints, guarded steps and stop-on-signal for a ``transformers.Trainer`` subclass.
 
-    Hooks (``Trainer`` methods overridden): ``train`` (signals, counters, leftovers),
+    Hooks (``Trainer`` methods overridden): ``train`` (signals, counters, leftovers), ``_init_training_state``
+    (this invocation's logging / evaluation / save cadence on resume),
     ``training_step`` (watches the loss), ``_save_checkpoint`` (stage, then publish),
     ``_get_output_dir`` (points the parent's save at the staging folder), ``log`` (adds the count
     of skipped updates).
@@ -242,6 +243,13 @@ class ReliableTrainerMixin:
                 raise
         self._raise_if_stopped_early()
         return output
+
+    def _init_training_state(self, max_steps, *args, **kwargs):
+        # A resumed state carries the first part's logging / evaluation / save cadence; the settings of this
+        # invocation may change them (they never change the training), so they take effect here.
+        found = super()._init_training_state(max_steps, *args, **kwargs)
+        self.state.compute_steps(self.args, max_steps)
+        return found
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
