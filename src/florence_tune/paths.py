@@ -22,8 +22,10 @@ from florence_tune.errors import UsageError
 
 # Everything a training run writes into its folder (README.md is the model card).
 LOCK_FILE = "run.lock"
+DATA_FILE = "data.json"  # what the run's local data was: its files, sizes and modification times
+MAX_STAMPED_FILES = 200_000
 RUN_FILES = frozenset({"config.yaml", "final", "metrics.jsonl", "predictions.jsonl", "summary.json", "README.md",
-                       "report.html", "tensorboard", LOCK_FILE})
+                       "report.html", "tensorboard", LOCK_FILE, DATA_FILE})
 # Checkpoints, and what an interrupted atomic write leaves (staged final/, ``.name.tmp-PID`` files).
 _RUN_FOLDERS = re.compile(r"^(tmp-)?(stale-)?checkpoint-\d+$|^tmp-final$|^\.final\.old$|^\..+\.tmp-\d+$"
                           r"|^metrics\.jsonl\.tmp$")
@@ -65,6 +67,34 @@ def resolve_spec(spec: str) -> str:
         base, rest = re.match(r"([^:=]*)(.*)", piece).groups()
         pieces.append(str(resolved(base)) + rest if base.strip() and Path(base).expanduser().exists() else piece)
     return ",".join(pieces)
+
+
+def data_stamps(inputs: Iterable[Path]) -> dict[str, str]:
+    """``path: "size:mtime_ns"`` of the local data a spec names: a file, or a folder's files (at most
+    MAX_STAMPED_FILES; runs and hidden folders inside it left out: they change while a run trains)."""
+    stamps: dict[str, str] = {}
+    for source in inputs:
+        for file in ([source] if source.is_file() else _files_of(source)):
+            if len(stamps) >= MAX_STAMPED_FILES:
+                return stamps
+            with contextlib.suppress(OSError):
+                stat = file.stat()
+                stamps[str(file)] = f"{stat.st_size}:{stat.st_mtime_ns}"
+    return stamps
+
+
+def _files_of(folder: Path) -> Iterator[Path]:
+    for root, folders, files in os.walk(folder):
+        folders[:] = sorted(f for f in folders if not f.startswith(".")  # caches, .git
+                            and run_state(Path(root) / f) in ("empty", "other"))
+        yield from (Path(root) / name for name in sorted(files) if not name.startswith("."))
+
+
+def changed_data(saved: dict[str, str], now: dict[str, str]) -> list[str]:
+    """What differs between two ``data_stamps``: 'x changed', 'y added', 'z removed'."""
+    found = [f"{p} changed" for p in saved if p in now and now[p] != saved[p]]
+    found += [f"{p} added" for p in now if p not in saved] + [f"{p} removed" for p in saved if p not in now]
+    return found
 
 
 def local_inputs(*specs: str | None) -> list[Path]:

@@ -8,6 +8,7 @@ import io
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -523,3 +524,25 @@ def test_a_resumed_run_logs_and_saves_at_its_new_cadence(tmp_path):
     assert checkpoints.step_of(checkpoints.newest_complete(run_dir)) == 6 and (run_dir / "checkpoint-3").is_dir()
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert (saved["logging_steps"], saved["save_steps"]) == (2, 3)
+
+
+def test_resume_names_a_change_in_the_local_data(tmp_path, capsys):
+    """What the data was (its files, sizes, stamps) is saved with the run; a resume on changed data says what."""
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "page.png").write_bytes(builders.png())
+    rows = [{"image": "page.png", "question": f"q{i}", "answers": ["a"]} for i in range(6)]
+    (data_dir / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run_dir = tmp_path / "run"
+    argv = ["train", "--dataset", str(data_dir), "--holdout-rows", "0", "--eval-split", "none",
+            "--max-steps", "4", "--save-steps", "2", "--batch-size", "2", "--report-to", "none",
+            "--output-dir", str(run_dir)]
+    assert main(argv) == 0
+    for name in ("checkpoint-4", "final", "summary.json"):  # as a kill after step 2 leaves it
+        target = run_dir / name
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
+    (data_dir / "page.png").write_bytes(builders.png((10, 200, 10), size=(60, 40)))
+    capsys.readouterr()
+    assert main([*argv, "--resume"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "page.png" in err[0] and "changed" in err[0]

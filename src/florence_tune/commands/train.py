@@ -148,7 +148,21 @@ def resume_point(run_dir: Path, config: TrainConfig) -> str | None:
         log.warning("no config.yaml next to %s: cannot check that the settings match the run", checkpoint)
     else:
         refuse_changed_settings(config, saved)
+    refuse_changed_data(config, run_dir)
     return str(checkpoint)
+
+
+def refuse_changed_data(config: TrainConfig, run_dir: Path) -> None:
+    """The local data must be what the run started on (a copied or edited dataset would silently differ)."""
+    stamps_file = run_dir / paths.DATA_FILE
+    if not stamps_file.is_file():
+        return  # a run from before the data was recorded
+    changed = paths.changed_data(json.loads(stamps_file.read_text()),
+                                 paths.data_stamps(paths.local_inputs(config.dataset)))
+    if changed:
+        more = f" (+{len(changed) - 3} more)" if len(changed) > 3 else ""
+        raise UsageError(f"cannot resume: the data changed since the run started: {'; '.join(changed[:3])}{more}; "
+                         "resume on the same data or start a new run in another --output-dir")
 
 
 def _chosen_checkpoint(run_dir: Path, resume: str) -> Path:
@@ -245,6 +259,9 @@ def prepare_run_dir(run_dir: Path, config: TrainConfig, resumed: bool = False) -
                 shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
     run_dir.mkdir(parents=True, exist_ok=True)
     paths.write_atomic(run_dir / "config.yaml", to_yaml(config))
+    if not resumed:  # what the data was when the run started; --resume compares against it
+        stamps = paths.data_stamps(paths.local_inputs(config.dataset))
+        paths.write_atomic(run_dir / paths.DATA_FILE, json.dumps(stamps, indent=0))
     return run_dir
 
 
