@@ -311,15 +311,23 @@ def build(cls: type, values: dict[str, Any], *, source: str = "config") -> Any:
             raise UsageError(f"unknown setting '{key}' in {source}{hint}")
     kwargs = {str(k).replace("-", "_"): v for k, v in values.items()}
     for f in dataclasses.fields(cls):
-        if f.name in kwargs and kwargs[f.name] is not None:
+        if f.name in kwargs:
             kwargs[f.name] = _coerce(cls, f, kwargs[f.name], source)
     return cls(**kwargs)
 
 
 def _coerce(cls: type, f: dataclasses.Field, value: Any, source: str) -> Any:
+    """A value from YAML held to the type its flag takes: nothing is rounded (2.5 → 2) or reread (true → 1)."""
     kind = _field_type(cls, f)
-    if kind is bool and isinstance(value, bool):
-        return value
+    if value is None:
+        if f.default is None:
+            return None
+        raise UsageError(f"setting '{f.name}' in {source} is empty (null); give a {kind.__name__} or leave it out")
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    accepted = {bool: isinstance(value, bool), int: number and isinstance(value, int),
+                float: number, str: isinstance(value, str) or number, list: isinstance(value, list)}
+    if not accepted.get(kind, True):
+        raise UsageError(f"setting '{f.name}' in {source} must be {kind.__name__}, got {value!r}")
     try:
         return kind(value)
     except (TypeError, ValueError):

@@ -258,3 +258,26 @@ def test_a_run_without_an_epoch_boundary_checkpoints_by_default_and_says_so(tmp_
     assert main(["train", "--streaming", "--max-steps", "2", "--batch-size", "2", "--eval-split", "none",
                  "--report-to", "none", "--output-dir", str(tmp_path / "run")]) == 0
     assert "a checkpoint every 500 steps" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("batch_size: 2.5\n", "setting 'batch_size' in"),
+    ("batch_size: true\n", "setting 'batch_size' in"),
+    ("epochs: null\n", "setting 'epochs' in"),
+    ("shuffle: 1\n", "setting 'shuffle' in"),
+    ("task_prompt: true\n", "setting 'task_prompt' in"),
+])
+def test_yaml_values_of_the_wrong_type_are_refused_as_the_flag_would_be(text, message, tmp_path, capsys):
+    """A YAML value is held to the same type as the flag: never 2.5 → 2, true → 1, or null for a number."""
+    config = tmp_path / "run.yaml"
+    config.write_text(text)
+    assert main(["train", "--config", str(config)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+
+
+def test_yaml_values_the_flags_accept_still_load(tmp_path):
+    from florence_tune.config import build
+
+    built = build(TrainConfig, {"epochs": 2, "lr": 1, "lr_scheduler": "cosine", "resume": None, "shuffle": False})
+    assert (built.epochs, built.lr, built.shuffle, built.resume) == (2.0, 1.0, False, None)
