@@ -281,3 +281,25 @@ def test_yaml_values_the_flags_accept_still_load(tmp_path):
 
     built = build(TrainConfig, {"epochs": 2, "lr": 1, "lr_scheduler": "cosine", "resume": None, "shuffle": False})
     assert (built.epochs, built.lr, built.shuffle, built.resume) == (2.0, 1.0, False, None)
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["train", "--lora-rank", "4"], "--lora-rank goes with --strategy lora or qlora"),
+    (["train", "--use-dora"], "--use-dora goes with --strategy lora or qlora"),
+    (["train", "--fsdp"], "--fsdp shards across processes"),
+    (["train", "--page-cache", "{file}"], "--page-cache '"),
+    (["predict", "--model", "tiny", "--image", "{file}", "--task", "<OD>what is this"], "takes no text"),
+    (["predict", "--model", "tiny", "--image", "{file}", "--task-prompt", "<OD>", "--question", "q"], "no question"),
+    (["export", "--model", "tiny", "--output", "{file}"], "--output '"),
+    (["report", "{run}", "--output", "{dir}"], "--output '"),
+])
+def test_settings_that_cannot_work_are_one_line_before_any_work(argv, message, tmp_path, capsys):
+    (tmp_path / "file.txt").write_text("x")
+    (tmp_path / "dir").mkdir()
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text('{"step": 1, "loss": 1.0}\n')
+    filled = [a.format(file=tmp_path / "file.txt", dir=tmp_path / "dir", run=run) for a in argv]
+    assert main(filled) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err

@@ -20,6 +20,8 @@ def run(config: ExportConfig) -> Path:
     if not config.model or not config.output:
         raise UsageError("export needs --model RUN_OR_CHECKPOINT and --output DIR")
     output = Path(config.output)
+    if output.exists() and not output.is_dir():
+        raise UsageError(f"--output '{output}' is a file; name a new folder for the model")
     if output.exists() and any(output.iterdir()):
         raise UsageError(f"--output '{output}' is not empty; choose a new folder")
     model, processor = loading.load(config.model, trust_remote_code=config.trust_remote_code)

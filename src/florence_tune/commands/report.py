@@ -15,6 +15,8 @@ from florence_tune.reporting import report
 
 def run(config: ReportConfig) -> Path:
     """Returns the HTML file written."""
+    if config.output and Path(config.output).is_dir():
+        raise UsageError(f"--output '{config.output}' is a folder; name the HTML file to write")
     if config.compare:
         return report.write_comparison(*config.compare, output=config.output or "comparison.html",
                                        column=config.group_by)

@@ -28,7 +28,7 @@ from transformers import TrainingArguments, set_seed
 from florence_tune import data, distributed, paths
 from florence_tune.batch.collate import Collator, encoder_positions
 from florence_tune.commands import options
-from florence_tune.config import TrainConfig, build, check_bounds, free_on_resume, to_yaml
+from florence_tune.config import LoraFields, TrainConfig, build, check_bounds, free_on_resume, to_yaml
 from florence_tune.errors import FlorenceTuneError, UsageError
 from florence_tune.evaluation import records, task_metrics
 from florence_tune.model import acceleration, checkpoints, loading, strategies
@@ -106,6 +106,16 @@ def validate(config: TrainConfig) -> None:
         raise UsageError("--resume continues the run in --output-dir and --overwrite deletes it; pass only one")
     if config.fsdp and config.deepspeed:
         raise UsageError("choose one of --fsdp and --deepspeed")
+    if config.fsdp and not distributed.launched():
+        raise UsageError("--fsdp shards across processes; launch with torchrun --nproc-per-node N -m florence_tune "
+                         "train ..., or drop --fsdp for one process")
+    if strategies.parse_strategy(config.strategy) not in (strategies.Strategy.LORA, strategies.Strategy.QLORA):
+        for field in dataclasses.fields(LoraFields):
+            if getattr(config, field.name) != field.default:
+                raise UsageError(f"--{field.name.replace('_', '-')} goes with --strategy lora or qlora "
+                                 f"(this run: --strategy {config.strategy})")
+    if config.page_cache not in (None, "auto") and Path(config.page_cache).expanduser().is_file():
+        raise UsageError(f"--page-cache '{config.page_cache}' is a file; name a folder for the cache, or 'auto'")
     if data.makes_stream(config.dataset, config.streaming) and config.max_steps <= 0:
         why = "--streaming" if config.streaming else "a weighted mixture"
         raise UsageError(f"{why} has no length to count epochs by; give --max-steps (e.g. --max-steps 1000)")
