@@ -68,14 +68,14 @@ def _run(config: TrainConfig, run_dir: Path, stopper: reliability.StopOnSignal) 
     if distributed.is_main():
         prepare_run_dir(run_dir, config, resumed=resume_from is not None)
     distributed.barrier()
-    stopper.raise_if_received(run_dir)
+    stopper.raise_if_received(run_dir, distributed.device())
     trainer = build_trainer(model, processor, train_data, eval_data, config, run_dir, stopper)
 
     if resume_from:  # the first part of the run measured the start; its numbers are in metrics.jsonl
         before = reliability.logged_metrics(run_dir / "metrics.jsonl", "before_")
     else:
         before = trainer.evaluate(metric_key_prefix="before") if eval_data is not None and config.eval_before else {}
-    stopper.raise_if_received(run_dir)
+    stopper.raise_if_received(run_dir, distributed.device())
     trainer.train(resume_from_checkpoint=resume_from)
     after = trainer.latest_evaluation() if eval_data is not None else {}
 

@@ -191,9 +191,11 @@ class StopOnSignal(TrainerCallback):
         # os.write, not print: a handler may interrupt a print already in progress
         os.write(2, f"{name} received: {then} (send it again to stop at once)\n".encode())
 
-    def raise_if_received(self, run_dir: Path) -> None:
-        """Before training: stop now (75) with the command that starts the run again, if a signal came."""
-        if self.received is not None:
+    def raise_if_received(self, run_dir: Path, device=None) -> None:
+        """Before training: stop now (75) with the command that starts the run again, if a signal came to any
+        rank (every rank calls this at the same point, so all stop together)."""
+        if any_rank(self.received is not None, device):
+            self.received = self.received or "a stop signal on another rank"
             raise Stopped(f"{self.received} received before training started: nothing to save yet; "
                           f"continue with: {resume_command(run_dir)}")
 
