@@ -139,7 +139,7 @@ class PagePixels:
 
     def __init__(self, dataset, index: PageIndex, spec: PixelSpec, cache=None):  # cache: page_cache.PageCache
         self.dataset, self.index, self.spec, self.cache = dataset, index, spec, cache
-        self.predict_only = getattr(dataset, "predict_only", False)
+        self.predict_only = dataset.predict_only
         self._last: tuple[int, Any] = (-1, None)  # (page, pixels or Skipped reason): questions come page by page
 
     def __len__(self) -> int:

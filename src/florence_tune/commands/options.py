@@ -21,7 +21,7 @@ def task_prompt(config) -> str:
     """The prompt given, else the one the run named by ``--model`` was trained with (its config.yaml), else VQA."""
     if config.task_prompt is not None:
         return config.task_prompt
-    model = Path(str(getattr(config, "model", "") or "")).expanduser()
+    model = Path(str(config.model or "")).expanduser()
     for saved in (model / "config.yaml", model.parent / "config.yaml"):  # a run, or its final/ or checkpoint-N/
         if model.exists() and saved.is_file():
             with contextlib.suppress(OSError, yaml.YAMLError, AttributeError):
@@ -29,11 +29,11 @@ def task_prompt(config) -> str:
     return tasks.VQA
 
 
-def data_options(config, *, limit: int = 0, shuffle: bool = False) -> DataOptions:
+def data_options(config, *, limit: int = 0, shuffle: bool = False, seed: int = 0) -> DataOptions:
     """How ``config``'s dataset is read (train, evaluate, data inspect share these settings)."""
     return DataOptions(task_prompt=task_prompt(config), clean_questions=config.clean_questions,
                        multi_image=config.multi_image, holdout_rows=config.holdout_rows,
-                       streaming=config.streaming, limit=limit, shuffle=shuffle, seed=getattr(config, "seed", 0))
+                       streaming=config.streaming, limit=limit, shuffle=shuffle, seed=seed)
 
 
 def decoding(config) -> Decoding:

@@ -231,11 +231,12 @@ def refuse_existing_run(run_dir: Path, config: TrainConfig) -> None:
 def load_splits(config: TrainConfig):
     """(train data, eval data or None)."""
     train_data = data.load(config.dataset, config.train_split,
-                           options.data_options(config, limit=config.max_train_samples, shuffle=config.shuffle))
+                           options.data_options(config, limit=config.max_train_samples, shuffle=config.shuffle,
+                                                seed=config.seed))
     if config.eval_split.lower() == "none":
         return train_data, None
     return train_data, data.load(config.dataset, config.eval_split,
-                                 options.data_options(config, limit=config.max_eval_samples))
+                                 options.data_options(config, limit=config.max_eval_samples, seed=config.seed))
 
 
 def load_model(config: TrainConfig):
