@@ -171,3 +171,34 @@ def test_coco_split_files_named_as_coco_names_them(tmp_path):
         (tmp_path / "annotations" / name).write_text(json.dumps(coco))
     assert len(data.load(str(tmp_path / "annotations"), "validation", holdout_rows=5)) == 1
     assert len(data.load(str(tmp_path / "annotations"), "train", holdout_rows=5)) == 1
+
+
+def test_one_bad_annotation_costs_its_own_image_only_and_is_counted(tmp_path):
+    names = ("ok.png", "short.png", "nan.png", "negative.png", "unknown.png", "nobox.png")
+    for name in names:
+        save_page(tmp_path / "images" / name)
+    boxes = {"ok.png": [10, 10, 50, 20], "short.png": [10, 10, 50], "nan.png": [10, float("nan"), 50, 20],
+             "negative.png": [100, 50, -40, 20], "unknown.png": [10, 10, 50, 20]}
+    coco = {"images": [{"id": i, "file_name": name} for i, name in enumerate(names)],
+            "categories": [{"id": 1, "name": "stamp"}],
+            "annotations": [{"id": i, "image_id": i, "category_id": 9 if name == "unknown.png" else 1,
+                             **({"bbox": boxes[name]} if name in boxes else {})} for i, name in enumerate(names)]}
+    (tmp_path / "annotations.json").write_text(json.dumps(coco))  # NaN written as JSON's common extension
+    dataset = data.load(str(tmp_path / "annotations.json"), "train", holdout_rows=0)
+    items = [dataset[i] for i in range(len(dataset))]
+    assert items[0].meta["boxes"] == [[10.0, 10.0, 60.0, 30.0]] and items[0].meta["labels"] == ["stamp"]
+    assert items[1:] == [Skipped("bad_box"), Skipped("bad_box"), Skipped("bad_box"), Skipped("unknown_category"),
+                         Skipped("bad_box")]
+
+
+def test_box_lines_with_impossible_boxes_or_bytes_are_counted(tmp_path):
+    save_page(tmp_path / "p.png")
+    lines = [{"image": "p.png", "boxes": [[10, 10, 90, 60]], "labels": ["table"]},
+             {"image": "p.png", "boxes": [[90, 10, 10, 60]], "labels": ["far corner first"]},
+             {"image": "p.png", "boxes": [[10, 10, float("inf"), 60]], "labels": ["infinite"]}]
+    with (tmp_path / "rows.jsonl").open("wb") as handle:
+        handle.write("".join(json.dumps(line) + "\n" for line in lines).encode())
+        handle.write(b'{"image": "p.png", "boxes": [[1, 1, 9, 9]], "labels": ["caf\xe9"]}\n')
+    dataset = data.load(str(tmp_path / "rows.jsonl"), "train", holdout_rows=0)
+    assert [dataset[i] if isinstance(dataset[i], Skipped) else "ok" for i in range(len(dataset))] == [
+        "ok", Skipped("bad_box"), Skipped("bad_box"), Skipped("not_utf8")]

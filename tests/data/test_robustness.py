@@ -4,6 +4,7 @@ by the loader, by ``data inspect`` and in the training summary."""
 import collections
 import io
 import json
+import os
 import random
 import struct
 import zlib
@@ -163,3 +164,32 @@ def test_training_reports_the_counts_at_the_end(bad_jsonl, tmp_path, capsys):
     summary = last_json(output)
     assert summary["data"] == {**{f"skipped_{k}": v for k, v in EXPECTED_SKIPS.items()}, "truncated_answers": 1}
     assert "skipped_image_missing 1" in output
+
+
+@pytest.fixture()
+def awkward_files(tmp_path):
+    """Lines whose trouble is in the bytes of the file or in what the image path names."""
+    root = tmp_path / "dataset"
+    (root / "images").mkdir(parents=True)
+    (root / "images" / "p.png").write_bytes(builders.png())
+    (root / "images" / "empty.png").write_bytes(b"")
+    os.mkfifo(root / "images" / "pipe.png")  # opening it would wait for a writer forever
+    file = builders.write_jsonl(root / "train.jsonl", [
+        good("p.png", answers=None, answer=42), good("p.png", answers=[3.5, "three and a half"]),
+        {"image": "images/p.png", "prefix": "<VQA>how many", "suffix": 7},
+        good("empty.png"), good("x", image="https://example.com/page.png"), good("pipe.png"),
+    ])
+    with file.open("ab") as handle:
+        handle.write(b'{"image": "images/p.png", "question": "caf\xe9?", "answers": ["x"]}\n')
+    return root
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_bytes_and_paths_that_are_not_what_they_seem(awkward_files, streaming):
+    dataset = data.load(str(awkward_files), "train", streaming=streaming, holdout_rows=0)
+    items = list(dataset) if streaming else [dataset[i] for i in range(len(dataset))]
+    usable = [item for item in items if isinstance(item, Sample)]
+    assert [(s.target, s.references) for s in usable] == [
+        ("42", ["42"]), ("3.5", ["3.5", "three and a half"]), ("7", ["7"])], "numbers are answers, as text"
+    assert reasons(items) == {"image_empty_file": 1, "image_remote": 1, "image_not_a_regular_file": 1,
+                              "not_utf8": 1}

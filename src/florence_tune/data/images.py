@@ -21,6 +21,8 @@ import functools
 import io
 import math
 import os
+import re
+import stat
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -35,14 +37,16 @@ MAX_SIDE = 20_000
 ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "TIFF", "BMP", "GIF", "JPEG2000", "AVIF", "PPM")
 
 _WHITE = (255, 255, 255, 255)
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _HIGH_DEPTH_MODES = frozenset({"I", "F", "I;16", "I;16L", "I;16B", "I;16N"})
 
 
 class BadImage(Exception):
     """An image that cannot be used; ``reason`` is one of a small fixed vocabulary.
 
-    Reasons: ``missing`` (no such file), ``unreadable`` (exists but cannot be read, e.g. a
-    directory or no permission), ``corrupt`` (truncated or malformed data), ``unsupported``
+    Reasons: ``missing`` (no such file), ``unreadable`` (exists but cannot be read, e.g. no
+    permission), ``not_a_regular_file`` (a directory, a named pipe, a device), ``empty_file``,
+    ``remote`` (a URL: pages are read from local files only), ``corrupt`` (truncated or malformed data), ``unsupported``
     (not a recognised raster format, or a source type we cannot open), ``too_large`` /
     ``too_small`` (dimensions outside the limits) and ``decompression_bomb`` (Pillow's own
     pixel-count guard fired).
@@ -183,6 +187,8 @@ def _binary_stream(source: Any) -> Iterator[tuple[BinaryIO, str]]:
     """Yield a readable binary stream and a label for messages; we own and close the stream."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
+        if not data:
+            raise BadImage("empty_file", "0 bytes")
         yield io.BytesIO(data), f"<{len(data)} bytes>"
     elif isinstance(source, (str, os.PathLike)):
         with _open_path(source) as stream:
@@ -203,16 +209,30 @@ def _binary_stream(source: Any) -> Iterator[tuple[BinaryIO, str]]:
 
 @contextlib.contextmanager
 def _open_path(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
-    if not os.fspath(path):
+    name = os.fspath(path)
+    if not name:
         raise BadImage("missing", "empty path")
+    if is_url(name):
+        raise BadImage("remote", f"{name}: a URL; download the images and point to the local files")
     try:
-        stream = Path(path).open("rb")
+        # stat first: opening a named pipe would wait for a writer forever
+        status = os.stat(name)
+        if not stat.S_ISREG(status.st_mode):
+            raise BadImage("not_a_regular_file", f"{name}: not a regular file")
+        if status.st_size == 0:
+            raise BadImage("empty_file", f"{name}: 0 bytes")
+        stream = Path(name).open("rb")
     except FileNotFoundError as exc:
-        raise BadImage("missing", f"{os.fspath(path)}: no such file") from exc
+        raise BadImage("missing", f"{name}: no such file") from exc
     except OSError as exc:
-        raise BadImage("unreadable", f"{os.fspath(path)}: {exc.strerror or exc}") from exc
+        raise BadImage("unreadable", f"{name}: {exc.strerror or exc}") from exc
     with stream:
         yield stream
+
+
+def is_url(name: str) -> bool:
+    """Whether an image path is a URL (``https://...``, ``s3://...``) rather than a file."""
+    return _URL.match(name) is not None
 
 
 @contextlib.contextmanager

@@ -16,7 +16,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Collection
+import math
+from collections.abc import Collection, Iterator
+from pathlib import Path
 from typing import Any, Protocol
 
 from PIL import Image
@@ -63,6 +65,27 @@ def realise(adapter: Adapter, row: dict[str, Any], keep: Collection[int] | None 
         return [d if isinstance(d, Skipped) else Skipped(exc.reason) for d in chosen]
     return [dataclasses.replace(d, image=image, meta={**d.meta, ALTERED: list(altered)}) if isinstance(d, Sample)
             else d for d in chosen]
+
+
+def as_text(value: Any) -> str | None:
+    """A text field's value as text: strings as they are, numbers (``"answer": 42``) written out; else None."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return str(value)
+    return None
+
+
+def json_lines(file: Path) -> Iterator[tuple[int, str | None]]:
+    """(line number, text) of each non-blank line; text None for a line that is not UTF-8 (decoded per line, so
+    one such line is one counted row rather than text quietly full of U+FFFD)."""
+    with file.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if raw.strip():
+                try:
+                    yield number, raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    yield number, None
 
 
 def single_image(row: dict[str, Any], draft: int | None = None) -> tuple[Image.Image, tuple[str, ...]]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from florence_tune.data.rows import BadSample, Item, single_image
+from florence_tune.data.rows import BadSample, Item, as_text, single_image
 from florence_tune.data.sample import Sample, Skipped
 
 HUB_ID = "HuggingFaceM4/DocumentVQA"
@@ -31,11 +31,10 @@ def clean_question(question: str) -> str:
 def valid_answers(answers: Any) -> list[str]:
     if answers is None:
         return []
-    if isinstance(answers, str):
-        answers = [answers]
     if not isinstance(answers, list | tuple):
-        return []
-    return [a.strip() for a in answers if isinstance(a, str) and a.strip()]
+        answers = [answers]
+    texts = (as_text(a) for a in answers)
+    return [a.strip() for a in texts if a is not None and a.strip()]
 
 
 def to_sample(row: dict, image, task_prompt: str, *, require_answer: bool = True,

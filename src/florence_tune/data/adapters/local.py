@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from florence_tune.data.adapters import docvqa, tasks
-from florence_tune.data.rows import Item
+from florence_tune.data.images import is_url
+from florence_tune.data.rows import Item, as_text, json_lines
 from florence_tune.data.sample import Sample, Skipped
 from florence_tune.errors import UsageError
 
@@ -107,24 +108,25 @@ def read_jsonl(files: list[str], root: str, stamps: list[str]) -> Iterator[dict[
     del stamps
     for name in files:
         file = Path(name)
-        with file.open(encoding="utf-8", errors="replace") as handle:
-            for number, line in enumerate(handle, start=1):
-                if line.strip():
-                    yield normalise_line(line, file, Path(root), number)
+        for number, line in json_lines(file):
+            yield normalise_line(line, file, Path(root), number)
 
 
-def normalise_line(line: str, file: Path, root: Path, number: int) -> dict[str, Any]:
+def normalise_line(line: str | None, file: Path, root: Path, number: int) -> dict[str, Any]:
     row: dict[str, Any] = {"image": None, "prefix": None, "suffix": None, "question": None, "answers": None,
                            "id": f"{file.stem}:{number}", "error": None}
+    if line is None:
+        return {**row, "error": "not_utf8"}
     try:
         data = json.loads(line)
     except ValueError:
         return {**row, "error": "bad_json_line"}
     if not isinstance(data, dict):
         return {**row, "error": "bad_json_line"}
-    for key in ("prefix", "suffix", "question"):
+    for key in ("prefix", "question"):
         row[key] = data[key] if isinstance(data.get(key), str) else None
-    answers = data.get("answers", data.get("answer"))
+    row["suffix"] = as_text(data.get("suffix"))
+    answers = data["answers"] if data.get("answers") is not None else data.get("answer")
     row["answers"] = docvqa.valid_answers(answers)
     if data.get("id") is not None:
         row["id"] = str(data["id"])
@@ -137,7 +139,10 @@ def normalise_line(line: str, file: Path, root: Path, number: int) -> dict[str, 
 
 
 def inside(root: Path, folder: Path, name: str) -> str | None:
-    """``name`` resolved against ``folder``, or None when it points outside ``root`` (symlinks followed)."""
+    """``name`` resolved against ``folder``, or None when it points outside ``root`` (symlinks followed). A URL
+    is left as it is: images.py refuses it with its own reason."""
+    if is_url(name):
+        return name
     candidate = Path(os.path.realpath(folder / name))
     return str(candidate) if candidate.is_relative_to(os.path.realpath(root)) else None
 
@@ -177,9 +182,14 @@ def task_splits(path: Path, streaming: bool) -> dict:
     files = [f for f in files if tasks.is_task_file(f)]
 
     def table(chosen: list[Path]):
-        return datasets.Dataset.from_generator(tasks.read_rows, features=tasks.features(),
-                                               gen_kwargs={"files": [str(f) for f in chosen],
-                                                           "stamps": file_stamps(chosen)})
+        try:
+            return datasets.Dataset.from_generator(tasks.read_rows, features=tasks.features(),
+                                                   gen_kwargs={"files": [str(f) for f in chosen],
+                                                               "stamps": file_stamps(chosen)})
+        except datasets.exceptions.DatasetGenerationError as exc:  # our own one-line message, unwrapped
+            if isinstance(exc.__cause__, UsageError):
+                raise exc.__cause__ from None
+            raise
 
     def served(rows):
         return rows.to_iterable_dataset(num_shards=min(len(rows), 8) or 1) if streaming else rows

@@ -30,6 +30,7 @@ the ``image_size``, so evaluation can score them with mAP. Adapters never tokeni
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +38,7 @@ from typing import Any
 
 from florence_tune import tasks
 from florence_tune.data.images import BadImage, image_size
-from florence_tune.data.rows import BadSample, Item, single_image
+from florence_tune.data.rows import BadSample, Item, as_text, json_lines, single_image
 from florence_tune.data.sample import Sample, Skipped
 from florence_tune.errors import UsageError
 
@@ -151,13 +152,12 @@ def is_task_file(path: Path) -> bool:
         if path.suffix == ".json":
             if path.name in DATASETS_METADATA:
                 return False
-            with path.open() as handle:
-                head = handle.read(1 << 20)
+            with path.open("rb") as handle:
+                head = handle.read(1 << 20).decode("utf-8", errors="replace")
             # COCO files put "images" first and it can run to megabytes before "annotations" starts
             return head.lstrip().startswith("{") and ('"annotations"' in head or '"images"' in head)
         if path.suffix == ".jsonl":
-            with path.open() as handle:
-                first = next((line for line in handle if line.strip()), "")
+            first = next((line for _, line in json_lines(path)), None)  # a bad line later must not hide the kind
             row = json.loads(first) if first else {}
             return isinstance(row, dict) and (any(k in row for k in ("boxes", "objects"))
                                               or row.get("task", tasks.VQA) != tasks.VQA)
@@ -182,14 +182,14 @@ def _row(**values: Any) -> dict[str, Any]:
 
 
 def _jsonl_rows(path: Path) -> Iterator[dict[str, Any]]:
-    with path.open(encoding="utf-8", errors="replace") as handle:
-        for number, line in enumerate(handle, start=1):
-            if line.strip():
-                yield _jsonl_row(line, path, number)
+    for number, line in json_lines(path):
+        yield _jsonl_row(line, path, number)
 
 
-def _jsonl_row(line: str, path: Path, number: int) -> dict[str, Any]:
+def _jsonl_row(line: str | None, path: Path, number: int) -> dict[str, Any]:
     row_id = f"{path.stem}-{number}"
+    if line is None:
+        return _row(id=row_id, error="not_utf8")
     try:
         data = json.loads(line)
     except ValueError:
@@ -202,13 +202,15 @@ def _jsonl_row(line: str, path: Path, number: int) -> dict[str, Any]:
         labels = [o.get("label", o.get("category", "")) for o in objects]
         boxes = [o.get("bbox", o.get("box")) for o in objects]
     if boxes is not None and labels is not None and len(boxes) == len(labels):
-        pairs = [(str(label), _numbers(box)) for label, box in zip(labels, boxes, strict=True)]
-        pairs = [(label, box) for label, box in pairs if box is not None]  # an object without a box: that one
-        labels, boxes = [label for label, _ in pairs], [box for _, box in pairs]
+        pairs = [(label, box) for label, box in zip(labels, boxes, strict=True) if box is not None]  # no box: no object
+        corners = [_corners(box) for _, box in pairs]
+        if None in corners:
+            return _row(id=row_id, error="bad_box")
+        labels, boxes = [as_text(label) or "" for label, _ in pairs], corners
     elif boxes is not None or labels is not None:
         labels, boxes = list(labels or []), list(boxes or [])  # unequal counts: the adapter counts the row
-        boxes = [_numbers(box) or [] for box in boxes]
-        labels = [str(label) for label in labels]
+        boxes = [_corners(box) or [] for box in boxes]
+        labels = [as_text(label) or "" for label in labels]
     text = {key: str(data[key]) if data.get(key) is not None else None for key in ("caption", "text", "split")}
     if text["text"] is None and data.get("answer") is not None:
         text["text"] = str(data["answer"])
@@ -217,33 +219,50 @@ def _jsonl_row(line: str, path: Path, number: int) -> dict[str, Any]:
                 boxes=boxes, **text)
 
 
-def _numbers(box: Any) -> list[float] | None:
-    """[x1, y1, x2, y2] as floats, or None when it is not four numbers."""
+def _corners(box: Any, sizes: bool = False) -> list[float] | None:
+    """[x1, y1, x2, y2] as floats from ``box`` ([x, y, width, height] if ``sizes``, COCO's form), or None when
+    it is not four finite numbers with the far corner at or after the near one."""
     try:
         values = [float(v) for v in box]
     except (TypeError, ValueError):
         return None
-    return values if len(values) == 4 else None
+    if len(values) != 4 or not all(math.isfinite(v) for v in values):
+        return None
+    x1, y1, x2, y2 = values
+    if sizes:
+        x2, y2 = x1 + x2, y1 + y2
+    return [x1, y1, x2, y2] if x2 >= x1 and y2 >= y1 else None
 
 
 def _coco_rows(path: Path) -> Iterator[dict[str, Any]]:
-    """One row per COCO image, boxes converted from [x, y, w, h] to [x1, y1, x2, y2]."""
-
+    """One row per COCO image, boxes converted from [x, y, w, h] to [x1, y1, x2, y2]. A bad annotation makes
+    its image's row an ``error`` row (``bad_box``, ``unknown_category``): training on that page without the
+    object would teach the model it is not there."""
     try:
-        coco = json.loads(path.read_text())
-        names = {c["id"]: c["name"] for c in coco.get("categories", [])}
-        by_image: dict[Any, list[dict[str, Any]]] = {}
-        for annotation in coco["annotations"]:
-            if not annotation.get("iscrowd"):
-                by_image.setdefault(annotation["image_id"], []).append(annotation)
-        rows = [_row(id=str(image["id"]), image=image_path(path.parent, image["file_name"]),
-                     width=image.get("width"), height=image.get("height"), task=tasks.OD,
-                     labels=[names.get(a["category_id"], str(a["category_id"])) for a in found],
-                     boxes=[[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in found)])
-                for image in coco["images"] for found in [by_image.get(image["id"], [])]]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise UsageError(f"'{path}' is not a COCO detection file ({type(exc).__name__}: {exc})") from None
-    yield from rows
+        coco = json.loads(path.read_text(encoding="utf-8"))
+        names = {c["id"]: str(c["name"]) for c in coco.get("categories", [])}
+        images, annotations = list(coco["images"]), list(coco["annotations"])
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise UsageError(f"'{path}' is not a COCO detection file ({type(exc).__name__}: {exc}); it needs "
+                         "'images', 'annotations' and 'categories' lists") from None
+    by_image: dict[Any, list[dict[str, Any]]] = {}
+    for annotation in annotations:
+        if isinstance(annotation, dict) and not annotation.get("iscrowd"):
+            by_image.setdefault(annotation.get("image_id"), []).append(annotation)
+    for image in images:
+        if not isinstance(image, dict):
+            continue
+        row_id = str(image.get("id"))
+        if not isinstance(image.get("file_name"), str) or not image["file_name"]:
+            yield _row(id=row_id, error="no_image")
+            continue
+        found = by_image.get(image.get("id"), [])
+        boxes = [_corners(a.get("bbox"), sizes=True) for a in found]
+        labels = [names.get(a.get("category_id")) for a in found]
+        error = "bad_box" if None in boxes else "unknown_category" if None in labels else None
+        yield _row(id=row_id, image=image_path(path.parent, image["file_name"]), width=image.get("width"),
+                   height=image.get("height"), task=tasks.OD, labels=None if error else labels,
+                   boxes=None if error else boxes, error=error)
 
 
 def image_path(folder: Path, name: str) -> str:
