@@ -191,3 +191,82 @@ def test_an_edited_jsonl_file_is_read_again(tmp_path):
     builders.write_jsonl(file, [{"image": "1.png", "question": "q", "answers": ["xyz"]}])
     os.utime(file, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
     assert data.load(str(file), "train", holdout_rows=0)[0].target == "xyz"
+
+
+# --- what a folder holds, and where its paths point -----------------------------------------------------
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_image_paths_in_parquet_and_saved_rows_are_read_against_the_dataset_folder(tmp_path, monkeypatch,
+                                                                                     streaming):
+    root = tmp_path / "data"
+    (root / "pages").mkdir(parents=True)
+    (root / "pages" / "a.png").write_bytes(builders.png((10, 200, 10)))
+    (tmp_path / "outside.png").write_bytes(builders.png())
+    rows = [{"image": "pages/a.png", "question": "q", "answers": ["x"]},
+            {"image": "../outside.png", "question": "q", "answers": ["y"]}]
+    datasets.Dataset.from_list(rows).to_parquet(str(root / "train.parquet"))
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # relative to the dataset, never to the shell's directory
+    for spec in (str(root / "train.parquet"), str(root)):
+        found = items(data.load(spec, "train", holdout_rows=0, streaming=streaming))
+        assert found[0].image.getpixel((0, 0)) == (10, 200, 10)
+        assert found[1] == Skipped("path_outside_dataset")
+    monkeypatch.chdir(root)
+    assert len(data.load(".", "train", holdout_rows=0)) == 2, "the folder given as '.'"
+    saved = datasets.Dataset.from_list(rows)
+    saved.save_to_disk(str(root / "saved"))
+    (root / "saved" / "pages").mkdir()
+    (root / "saved" / "pages" / "a.png").write_bytes(builders.png((10, 200, 10)))
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    found = items(data.load(str(root / "saved"), "train", holdout_rows=0, streaming=streaming))
+    assert found[0].image.getpixel((0, 0)) == (10, 200, 10) and found[1] == Skipped("path_outside_dataset")
+
+
+def test_a_split_key_splits_question_lines_too(tmp_path):
+    (tmp_path / "p.png").write_bytes(builders.png())
+    lines = [{"image": "p.png", "question": f"q{i}", "answers": ["a"], **({"split": "validation"} if i % 4 == 0
+                                                                           else {})} for i in range(8)]
+    file = builders.write_jsonl(tmp_path / "rows.jsonl", lines)
+    for streaming in (False, True):
+        train = [s.meta["question"] for s in items(data.load(str(file), "train", streaming=streaming))]
+        validation = [s.meta["question"] for s in items(data.load(str(file), "validation", streaming=streaming))]
+        assert (train, validation) == (["q1", "q2", "q3", "q5", "q6", "q7"], ["q0", "q4"]), streaming
+
+
+def test_a_folder_source_reads_data_files_not_runs_or_model_files(tmp_path):
+    (tmp_path / "p.png").write_bytes(builders.png())
+    builders.write_jsonl(tmp_path / "train.jsonl", [{"image": "p.png", "question": "q", "answers": ["a"]}] * 3)
+    run = tmp_path / "runs" / "first"  # a run saved inside the dataset folder
+    (run / "final").mkdir(parents=True)
+    (run / "config.yaml").write_text("dataset: .\n")
+    builders.write_jsonl(run / "metrics.jsonl", [{"step": i, "loss": 1.0} for i in range(50)])
+    builders.write_jsonl(run / "predictions.jsonl", [{"id": "x", "prediction": "a"}])
+    for name in ("config.json", "tokenizer.json", "generation_config.json"):
+        (run / "final" / name).write_text('{"a": 1}')
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text('{"model_type": "florence2"}')
+    (tmp_path / "tokenizer_config.json").write_text("{}")
+    assert len(data.load(str(tmp_path), "train", holdout_rows=0)) == 3
+
+
+def test_a_json_file_of_no_known_form_says_what_was_tried(tmp_path):
+    for name, text in (("dict.json", '{"foo": 1}'), ("list.json", "[1, 2, 3]"), ("words.json", "not json at all")):
+        (tmp_path / name).write_text(text)
+        with pytest.raises(UsageError, match="neither a COCO detection file .* nor JSON lines"):
+            data.load(str(tmp_path / name), "train")
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_a_small_source_without_validation_lends_a_tenth_of_its_rows(tmp_path, streaming, caplog):
+    (tmp_path / "p.png").write_bytes(builders.png())
+    file = builders.write_jsonl(tmp_path / "rows.jsonl",
+                                [{"image": "p.png", "question": f"q{i}", "answers": ["a"]} for i in range(16)])
+    train = items(data.load(str(file), "train", streaming=streaming))  # --holdout-rows 100 by default
+    validation = items(data.load(str(file), "validation", streaming=streaming))
+    assert [s.meta["question"] for s in validation] == ["q0"]
+    assert [s.meta["question"] for s in train] == [f"q{i}" for i in range(1, 16)]
+    assert "1 of its 16 rows" in caplog.text
+    big = builders.write_jsonl(tmp_path / "big.jsonl",
+                               [{"image": "p.png", "question": f"q{i}", "answers": ["a"]} for i in range(300)])
+    assert len(data.load(str(big), "validation", streaming=False)) == 100, "a big source lends --holdout-rows"

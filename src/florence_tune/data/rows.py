@@ -17,13 +17,14 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
 from PIL import Image
 
-from florence_tune.data.images import BadImage, open_image
+from florence_tune.data.images import BadImage, is_url, open_image
 from florence_tune.data.sample import ALTERED, Sample, Skipped
 
 Item = Sample | Skipped
@@ -88,11 +89,35 @@ def json_lines(file: Path) -> Iterator[tuple[int, str | None]]:
                     yield number, None
 
 
-def single_image(row: dict[str, Any], draft: int | None = None) -> tuple[Image.Image, tuple[str, ...]]:
+def inside(root: str | Path, folder: str | Path, name: str) -> str | None:
+    """``name`` resolved against ``folder``, or None when it points outside ``root`` (symlinks followed). A URL
+    is left as it is: images.py refuses it with its own reason."""
+    if is_url(name):
+        return name
+    candidate = Path(os.path.realpath(Path(folder) / name))
+    return str(candidate) if candidate.is_relative_to(os.path.realpath(root)) else None
+
+
+def rooted(image: Any, root: str | None) -> Any:
+    """An image value whose file path (a string, or an undecoded image without bytes) is read against the
+    dataset folder ``root`` and must stay inside it, as JSON lines paths do; None: left as it is (hub rows)."""
+    if root is None:
+        return image
+    path = image.get("path") if isinstance(image, dict) and image.get("bytes") is None else image
+    if not isinstance(path, str) or not path:
+        return image
+    resolved = inside(root, root, path)
+    if resolved is None:
+        raise BadSample("path_outside_dataset")
+    return resolved
+
+
+def single_image(row: dict[str, Any], draft: int | None = None,
+                 root: str | None = None) -> tuple[Image.Image, tuple[str, ...]]:
     """``Adapter.image`` of a row with one page in its ``image`` column (DocVQA, JSON lines, task rows)."""
     if not row.get("image"):
         raise BadSample("no_image")
-    return open_image(row["image"], draft=draft), ()
+    return open_image(rooted(row["image"], root), draft=draft), ()
 
 
 def fingerprint(row: dict[str, Any], image_columns: tuple[str, ...]) -> str:

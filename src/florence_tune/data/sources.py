@@ -16,6 +16,8 @@ duplicate of a held-out row is left out too).
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -30,6 +32,7 @@ from florence_tune.data.spec import Entry, is_path
 from florence_tune.errors import FlorenceTuneError, UsageError
 from florence_tune.hub import prepare_for_hub
 
+log = logging.getLogger(__name__)
 VALIDATION_NAMES = ("validation", "valid", "val", "dev")
 TEST_NAMES = ("test", "testing")
 
@@ -101,7 +104,8 @@ def open_entry(entry: Entry, split: str, options: DataOptions) -> list[Component
         name = f"{entry.base}:{where.config}" if where.config else entry.base
         splits = _splits(where, options.streaming, name)
         component = _pick(splits, split, options.holdout_rows, name)
-        component.adapter = adapter_for(component.rows, where.config or Path(entry.base).name, options, name)
+        component.adapter = adapter_for(component.rows, where.config or Path(entry.base).name, options, name,
+                                        root=_root(where))
         components.append(component)
     _share_weight(components, entry.weight)
     return components
@@ -120,12 +124,21 @@ def _where(entry: Entry) -> list[Where]:
             found.append(Where(config, place, kind, None if source.folders else config))
         return found
     if is_path(entry.base):
-        path = Path(entry.base).expanduser()
+        path = Path(entry.base).expanduser().absolute()  # '.' has no name for the datasets loader to use
         kind = local.kind_of(path)
         if entry.config or kind != "files" or not path.is_dir():
             return [Where(entry.config, str(path), kind, entry.config)]
         return [Where(config, str(path), kind, config) for config in _local_configs(path)]
     return [Where(entry.config, entry.base, "hub", entry.config)]
+
+
+def _root(where: Where) -> str | None:
+    """The folder that relative image paths of parquet and save_to_disk rows are read against (JSON lines
+    resolve theirs as they are read; hub rows carry their images)."""
+    if where.kind not in ("files", "disk"):
+        return None
+    path = Path(where.location)
+    return os.path.realpath(path if path.is_dir() else path.parent)
 
 
 def _local_configs(folder: Path) -> list[str | None]:
@@ -146,9 +159,7 @@ def _splits(where: Where, streaming: bool, name: str) -> dict[str, Callable]:
     """Split name → a function that returns its rows (lazy, so unused JSONL splits are not read)."""
     path = Path(where.location)
     if where.kind == "jsonl":
-        root = path.parent if path.is_file() else path
-        return {split: (lambda files=files: _raw(local.jsonl_rows(files, root, streaming)))
-                for split, files in local.jsonl_splits(path).items()}
+        return {split: (lambda rows=rows: _raw(rows())) for split, rows in local.jsonl_splits(path, streaming).items()}
     if where.kind == "tasks":
         return local.task_splits(path, streaming)
     with load_errors(name, hub=where.kind == "hub"):
@@ -220,18 +231,25 @@ def _pick(splits: dict[str, Callable], split: str, holdout: int, name: str) -> C
 
 
 def _held_out(rows, holdout: int, name: str, keep: bool) -> Component:
-    """The first ``holdout`` rows (keep=True, the validation slice) or all the others (keep=False)."""
+    """The first rows lent to validation (keep=True) or all the others (keep=False): ``holdout`` of them, or a
+    tenth (at least one) of a source smaller than that, so a small first try still has rows to train on."""
     import datasets
 
-    if isinstance(rows, datasets.Dataset):  # map-style: a contiguous row range, no copy
-        cut = min(holdout, len(rows))
+    mapped = isinstance(rows, datasets.Dataset)
+    # a stream is counted only as far as it needs to be: up to ``holdout`` rows
+    total = len(rows) if mapped else sum(1 for _ in rows.take(holdout))
+    cut = holdout if total >= holdout else max(1, total // 10)
+    if keep:
+        log.warning("dataset '%s' has no validation split: %d of its %s rows %s held out for validation "
+                    "(--holdout-rows %d)", name, cut, total if total < holdout else f"{total} or more",
+                    "is" if cut == 1 else "are", holdout)
+    if mapped:  # a contiguous row range, no copy
         wanted = range(cut) if keep else range(cut, len(rows))
         chosen = rows.select(wanted) if len(wanted) else rows.select([])  # datasets rejects an empty range at the end
         return Component(name, chosen, adapter=None, size=len(chosen))
     if keep:
-        return Component(name, rows.take(holdout), adapter=None, size=None, first=holdout)
-    return Component(name, rows, adapter=None, size=_size(rows, "train"), exclude_first=holdout,
-                     unsplit=rows.take(holdout))
+        return Component(name, rows.take(cut), adapter=None, size=None, first=cut)
+    return Component(name, rows, adapter=None, size=_size(rows, "train"), exclude_first=cut, unsplit=rows.take(cut))
 
 
 def _size(rows, split: str) -> int | None:
@@ -256,15 +274,16 @@ def _share_weight(components: list[Component], weight: float | None) -> None:
 # --- which adapter -----------------------------------------------------------------------------------
 
 
-def adapter_for(rows, config: str, options: DataOptions, name: str):
+def adapter_for(rows, config: str, options: DataOptions, name: str, root: str | None = None):
+    """The adapter the columns call for; ``root``: the local folder that relative image paths are read against."""
     columns = set(rows.column_names or rows.features or [])
     if columns & task_rows.MARKER_COLUMNS and "question" not in columns:  # detection, grounding, OCR, captions
-        return task_rows.Adapter(task_rows.SYNTHETIC_TASKS.get(config, tasks.OD))
+        return task_rows.Adapter(task_rows.SYNTHETIC_TASKS.get(config, tasks.OD), root=root)
     if set(cauldron.COLUMNS) <= columns:
-        return cauldron.Adapter(config, options.task_prompt, options.multi_image)
+        return cauldron.Adapter(config, options.task_prompt, options.multi_image, root=root)
     if {"image", "prefix"} <= columns:  # maestro-style rows, and our own JSON-lines rows
-        return local.Adapter(options.task_prompt, options.require_answer, options.clean_questions)
+        return local.Adapter(options.task_prompt, options.require_answer, options.clean_questions, root=root)
     if {"image", "question"} <= columns:
-        return docvqa.Adapter(options.task_prompt, options.require_answer, options.clean_questions)
+        return docvqa.Adapter(options.task_prompt, options.require_answer, options.clean_questions, root=root)
     raise UsageError(f"dataset '{name}' has columns {sorted(columns)}; expected DocVQA's (image, question, answers), "
                      "the Cauldron's (images, texts) or prompt/target (image, prefix, suffix)")

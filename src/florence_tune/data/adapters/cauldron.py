@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from florence_tune.data.images import open_image, tile
-from florence_tune.data.rows import BadSample, Item, fingerprint
+from florence_tune.data.rows import BadSample, Item, as_text, fingerprint, rooted
 from florence_tune.data.sample import Sample, Skipped
 
 CAULDRON_ID = "HuggingFaceM4/the_cauldron"
@@ -44,6 +44,7 @@ class Adapter:
     name: str  # the configuration ("chartqa"); it groups the scores like DocVQA's question types
     task_prompt: str
     multi_image: str = "tile"
+    root: str | None = None  # the dataset folder that relative image paths are read against (see rows.rooted)
     image_columns: tuple[str, ...] = ("images",)
 
     def drafts(self, row: dict[str, Any]) -> list[Item]:
@@ -55,10 +56,10 @@ class Adapter:
 
     def _draft(self, turn: Any, sample_id: str) -> Item:
         turn = turn if isinstance(turn, dict) else {}
-        question, answer = turn.get("user"), turn.get("assistant")
-        if not isinstance(question, str) or not question.strip():
+        question, answer = as_text(turn.get("user")), as_text(turn.get("assistant"))
+        if not question or not question.strip():
             return Skipped("no_question")
-        if not isinstance(answer, str) or not answer.strip():
+        if not answer or not answer.strip():
             return Skipped("no_answer")
         meta = {"question": question.strip(), "question_type": self.name, "source": turn.get("source")}
         return Sample(id=sample_id, image=None, prompt=self.task_prompt + question.strip(),
@@ -67,7 +68,7 @@ class Adapter:
     def image(self, row: dict[str, Any], draft: int | None = None):
         """The row's page; several pages are tiled (or the row skipped). ``draft`` is not used: tiling
         wants every page at full size."""
-        images = [image for image in row.get("images") or [] if image is not None]
+        images = [rooted(image, self.root) for image in row.get("images") or [] if image is not None]
         if not images:
             raise BadSample("no_image")
         if len(images) == 1:

@@ -71,6 +71,7 @@ class Adapter:
     task_prompt: str
     require_answer: bool = True
     clean_questions: bool = False
+    root: str | None = None  # the dataset folder that relative image paths are read against (see rows.rooted)
     image_columns: tuple[str, ...] = ("image",)
 
     def drafts(self, row: dict[str, Any]) -> list[Item]:
@@ -81,5 +82,5 @@ class Adapter:
             return [Skipped(exc.reason)]
 
     def image(self, row: dict[str, Any], draft: int | None = None):
-        return single_image(row, draft)
+        return single_image(row, draft, self.root)
 

@@ -24,23 +24,31 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from florence_tune.data.adapters import docvqa, tasks
-from florence_tune.data.images import is_url
-from florence_tune.data.rows import Item, as_text, json_lines
+from florence_tune.data.rows import Item, as_text, inside, json_lines
 from florence_tune.data.sample import Sample, Skipped
 from florence_tune.errors import UsageError
 
+log = logging.getLogger(__name__)
 JSONL_SUFFIXES = (".jsonl", ".json")
 # Split names as people spell them in folder and file names → the names our commands use.
 SPLIT_WORDS = {"train": "train", "training": "train", "validation": "validation", "valid": "validation",
                "val": "validation", "dev": "validation", "eval": "validation", "test": "test", "testing": "test"}
 _DISK_MARKERS = ("dataset_dict.json", "state.json")
+# JSON files that models, tokenizers and trainers write: never samples.
+_MODEL_FILES = frozenset({"config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+                          "special_tokens_map.json", "added_tokens.json", "vocab.json", "preprocessor_config.json",
+                          "processor_config.json", "adapter_config.json", "trainer_state.json",
+                          "model.safetensors.index.json"})
+_SAMPLE_KEYS = frozenset({"image", "images", "question", "prefix", "answers", "answer"})
+_RUN_MARKERS = ("metrics.jsonl", "summary.json", "final", "run.lock")
 
 
 def jsonl_features():
@@ -48,7 +56,7 @@ def jsonl_features():
 
     text = datasets.Value("string")
     return datasets.Features({"image": text, "prefix": text, "suffix": text, "question": text,
-                              "answers": datasets.List(text), "id": text, "error": text})
+                              "answers": datasets.List(text), "id": text, "split": text, "error": text})
 
 
 # --- where the files are -------------------------------------------------------------------------
@@ -59,7 +67,13 @@ def kind_of(path: Path) -> str:
     (VQA JSON lines), or 'files' (parquet / a hub-layout copy, read by load_dataset). Decided here, once."""
     if path.is_file():
         if path.suffix in JSONL_SUFFIXES:
-            return "tasks" if tasks.is_task_file(path) else "jsonl"
+            if tasks.is_task_file(path):
+                return "tasks"
+            if not _json_lines_file(path):
+                raise UsageError(f"'{path}' is neither a COCO detection file (one JSON object with 'images', "
+                                 "'annotations' and 'categories') nor JSON lines (one JSON object per line, e.g. "
+                                 '{"image": "p.png", "question": "...", "answers": ["..."]})')
+            return "jsonl"
         if path.suffix == ".parquet":
             return "files"
         raise UsageError(f"dataset file '{path}' is neither JSON lines (.jsonl) nor parquet (.parquet)")
@@ -75,8 +89,38 @@ def kind_of(path: Path) -> str:
 
 
 def _jsonl_files(folder: Path) -> list[Path]:
-    return sorted(p for suffix in JSONL_SUFFIXES for p in folder.rglob(f"*{suffix}")
-                  if p.name not in tasks.DATASETS_METADATA and "__pycache__" not in p.parts)
+    """The data files below ``folder``: not the metadata of a saved dataset, nor anything inside a run or a
+    saved model (a run written into the dataset folder would otherwise become thousands of bad rows), nor a
+    .json file that is neither COCO nor JSON lines (a label map, a notebook's settings)."""
+    found = []
+    for suffix in JSONL_SUFFIXES:
+        for file in folder.rglob(f"*{suffix}"):
+            parents = file.relative_to(folder).parents
+            if (file.name in tasks.DATASETS_METADATA or file.name in _MODEL_FILES or "__pycache__" in file.parts
+                    or any(_not_data(folder / parent) for parent in parents)):
+                continue
+            if suffix == ".json" and not (tasks.is_task_file(file) or _json_lines_file(file)):
+                log.warning("left out %s: neither a COCO detection file nor JSON lines", file)
+                continue
+            found.append(file)
+    return sorted(found)
+
+
+def _not_data(folder: Path) -> bool:
+    """A run's folder (its config.yaml beside its metrics or summary) or a saved model or checkpoint."""
+    if (folder / "config.yaml").is_file() and any((folder / name).exists() for name in _RUN_MARKERS):
+        return True
+    return (folder / "config.json").is_file() or (folder / "adapter_config.json").is_file()
+
+
+def _json_lines_file(path: Path) -> bool:
+    """Whether the first non-blank line of ``path`` is a JSON object with a sample's field (one sample a line)."""
+    try:
+        first = next((line for _, line in json_lines(path)), None)
+        row = json.loads(first) if first else None
+    except (OSError, ValueError, TypeError):
+        return False
+    return isinstance(row, dict) and bool(_SAMPLE_KEYS & row.keys())
 
 
 def split_of(relative: Path) -> str:
@@ -86,13 +130,57 @@ def split_of(relative: Path) -> str:
     return next((SPLIT_WORDS[w] for w in words if w in SPLIT_WORDS), "train")
 
 
-def jsonl_splits(path: Path) -> dict[str, list[Path]]:
-    root = path.parent if path.is_file() else path
-    files = [path] if path.is_file() else _jsonl_files(path)
-    splits: dict[str, list[Path]] = {}
+def jsonl_splits(path: Path, streaming: bool) -> dict[str, Callable]:
+    """Split name → a function returning the question rows of that split (see ``_split``)."""
+    root, files = _root_and_files(path)
+
+    def table(chosen: list[Path]):
+        return jsonl_rows(chosen, root, streaming=False)
+
+    return _split(files, root, table, streaming, stream=lambda chosen: jsonl_rows(chosen, root, streaming=True))
+
+
+def _root_and_files(path: Path) -> tuple[Path, list[Path]]:
+    root = Path(os.path.realpath(path.parent if path.is_file() else path))
+    return root, [Path(os.path.realpath(f)) for f in ([path] if path.is_file() else _jsonl_files(path))]
+
+
+def _split(files: list[Path], root: Path, table: Callable, streaming: bool, stream: Callable | None = None) -> dict:
+    """Split name → rows, for every kind of JSON lines: rows that carry a ``split`` value are split by it (rows
+    without one are train); otherwise files are, by their names. Marked rows are read into a cached Arrow
+    table first, and streamed from it when asked; unmarked files stream straight from the file."""
+
+    def served(rows):
+        return rows.to_iterable_dataset(num_shards=min(len(rows), 8) or 1) if streaming else rows
+
+    if any(_mentions_split(file) for file in files):
+        everything = table(files)
+        marked = {value: SPLIT_WORDS.get(value.lower(), value) for value in everything.unique("split") if value}
+        if marked:
+            names = {split: [value for value, name in marked.items() if name == split] for split in marked.values()}
+            names.setdefault("train", []).append(None)
+
+            def rows_of(split: str):
+                wanted = set(names[split])
+                return served(everything.filter(lambda value: value in wanted, input_columns="split"))
+
+            return {split: (lambda split=split: rows_of(split)) for split in names}
+    by_split: dict[str, list[Path]] = {}
     for file in files:
-        splits.setdefault(split_of(file.relative_to(root)), []).append(file)
-    return splits
+        by_split.setdefault(split_of(file.relative_to(root)), []).append(file)
+    read = stream if streaming and stream is not None else (lambda chosen: served(table(chosen)))
+    return {split: (lambda chosen=chosen: read(chosen)) for split, chosen in by_split.items()}
+
+
+def _mentions_split(file: Path) -> bool:
+    """Whether ``"split"`` occurs in the file's bytes at all: the cheap test before parsing every row."""
+    with file.open("rb") as handle:
+        tail = b""
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            if b'"split"' in tail + block:
+                return True
+            tail = block[-8:]
+    return False
 
 
 # --- reading JSON lines ----------------------------------------------------------------------------
@@ -114,7 +202,7 @@ def read_jsonl(files: list[str], root: str, stamps: list[str]) -> Iterator[dict[
 
 def normalise_line(line: str | None, file: Path, root: Path, number: int) -> dict[str, Any]:
     row: dict[str, Any] = {"image": None, "prefix": None, "suffix": None, "question": None, "answers": None,
-                           "id": f"{file.stem}:{number}", "error": None}
+                           "id": f"{file.stem}:{number}", "split": None, "error": None}
     if line is None:
         return {**row, "error": "not_utf8"}
     try:
@@ -125,7 +213,7 @@ def normalise_line(line: str | None, file: Path, root: Path, number: int) -> dic
         return {**row, "error": "bad_json_line"}
     for key in ("prefix", "question"):
         row[key] = data[key] if isinstance(data.get(key), str) else None
-    row["suffix"] = as_text(data.get("suffix"))
+    row["suffix"], row["split"] = as_text(data.get("suffix")), as_text(data.get("split"))
     answers = data["answers"] if data.get("answers") is not None else data.get("answer")
     row["answers"] = docvqa.valid_answers(answers)
     if data.get("id") is not None:
@@ -136,15 +224,6 @@ def normalise_line(line: str | None, file: Path, root: Path, number: int) -> dic
         if row["image"] is None:
             row["error"] = "path_outside_dataset"
     return row
-
-
-def inside(root: Path, folder: Path, name: str) -> str | None:
-    """``name`` resolved against ``folder``, or None when it points outside ``root`` (symlinks followed). A URL
-    is left as it is: images.py refuses it with its own reason."""
-    if is_url(name):
-        return name
-    candidate = Path(os.path.realpath(folder / name))
-    return str(candidate) if candidate.is_relative_to(os.path.realpath(root)) else None
 
 
 def file_stamps(files: list[Path]) -> list[str]:
@@ -171,14 +250,10 @@ def jsonl_rows(files: list[Path], root: Path, streaming: bool):
 
 
 def task_splits(path: Path, streaming: bool) -> dict:
-    """Split name → a function returning the task rows of that split (see tasks.py).
-
-    Rows that carry a ``split`` value are split by it; otherwise files are, by their names. Rows are read
-    into a cached Arrow table first (annotation files are small), and streamed from it when asked."""
+    """Split name → a function returning the task rows of that split (see tasks.py and ``_split``)."""
     import datasets
 
-    root = Path(os.path.realpath(path.parent if path.is_file() else path))
-    files = [Path(os.path.realpath(f)) for f in ([path] if path.is_file() else _jsonl_files(path))]
+    root, files = _root_and_files(path)
     files = [f for f in files if tasks.is_task_file(f)]
 
     def table(chosen: list[Path]):
@@ -191,19 +266,7 @@ def task_splits(path: Path, streaming: bool) -> dict:
                 raise exc.__cause__ from None
             raise
 
-    def served(rows):
-        return rows.to_iterable_dataset(num_shards=min(len(rows), 8) or 1) if streaming else rows
-
-    everything = table(files)
-    marked = sorted(value for value in everything.unique("split") if value)
-    if marked:
-        return {split: (lambda split=split: served(everything.filter(lambda value: value == split,
-                                                                     input_columns="split")))
-                for split in marked}
-    by_split: dict[str, list[Path]] = {}
-    for file in files:
-        by_split.setdefault(split_of(file.relative_to(root)), []).append(file)
-    return {split: (lambda chosen=chosen: served(table(chosen))) for split, chosen in by_split.items()}
+    return _split(files, root, table, streaming)
 
 
 # --- rows → samples --------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ from typing import Any
 
 from florence_tune import tasks
 from florence_tune.data.images import BadImage, image_size
-from florence_tune.data.rows import BadSample, Item, as_text, json_lines, single_image
+from florence_tune.data.rows import BadSample, Item, as_text, json_lines, rooted, single_image
 from florence_tune.data.sample import Sample, Skipped
 from florence_tune.errors import UsageError
 
@@ -71,6 +71,7 @@ class Adapter:
     """Task rows: one image, one task per row; the answer is built from boxes, a caption or a text."""
 
     default_task: str = tasks.OD  # for rows without a "task" value
+    root: str | None = None  # the dataset folder that relative image paths are read against (see rows.rooted)
     image_columns: tuple[str, ...] = ("image",)
 
     def drafts(self, row: dict[str, Any]) -> list[Item]:
@@ -84,13 +85,13 @@ class Adapter:
             return [Skipped(exc.reason)]
 
     def image(self, row: dict[str, Any], draft: int | None = None):
-        return single_image(row, draft)
+        return single_image(row, draft, self.root)
 
     def _draft(self, row: dict[str, Any]) -> Sample:
         task = row.get("task") or self.default_task
         meta: dict[str, Any] = {"task": task, "question": task, "question_type": task}
         declared = _declared_size(row)
-        if declared and declared != image_size(row.get("image")):  # checked per row: rows may share a page
+        if declared and declared != self._size(row):  # checked per row: rows may share a page
             raise BadSample("image_size_mismatch")  # its boxes were drawn on an image of another size
         if task in tasks.BOX_TASKS:
             return self._box_draft(row, task, meta)
@@ -100,8 +101,14 @@ class Adapter:
         return Sample(id=_id_of(row), image=None, prompt=tasks.prompt_for(task), target=text,
                       references=[text], meta=meta)
 
+    def _size(self, row: dict[str, Any]) -> tuple[int, int]:
+        """The page's size from its header only: nothing decoded."""
+        if not row.get("image"):
+            raise BadSample("no_image")
+        return image_size(rooted(row["image"], self.root))
+
     def _box_draft(self, row: dict[str, Any], task: str, meta: dict[str, Any]) -> Sample:
-        size = _declared_size(row) or image_size(row.get("image"))  # the header only: nothing decoded
+        size = _declared_size(row) or self._size(row)
         labels, boxes = _objects(row, size)
         if not boxes:
             raise BadSample("no_boxes")
