@@ -155,7 +155,7 @@ def test_data_inspect_reports_the_bad_samples(bad_jsonl, bad_cauldron, tmp_path,
     assert last_json(capsys.readouterr().out)["altered"] == {"tiled_images": 1}
 
 
-def test_training_reports_the_counts_at_the_end(bad_jsonl, tmp_path, capsys):
+def test_training_reports_the_counts_at_the_end(bad_jsonl, tmp_path, capsys, caplog):
     # 28 items, batches of 14: two steps are exactly one pass over the stream
     assert main(["train", "--dataset", str(bad_jsonl), "--streaming", "--holdout-rows", "0", "--eval-split", "none",
                  "--max-steps", "2", "--batch-size", "14", "--output-dir", str(tmp_path / "run"), "--report-to", "none",
@@ -164,6 +164,7 @@ def test_training_reports_the_counts_at_the_end(bad_jsonl, tmp_path, capsys):
     summary = last_json(output)
     assert summary["data"] == {**{f"skipped_{k}": v for k, v in EXPECTED_SKIPS.items()}, "truncated_answers": 1}
     assert "skipped_image_missing 1" in output
+    assert f"most samples read were unusable: {sum(EXPECTED_SKIPS.values())} skipped (no_answer 5" in caplog.text
 
 
 @pytest.fixture()

@@ -56,3 +56,44 @@ def test_an_evaluation_batch_of_only_unusable_samples_is_counted_not_fatal(tmp_p
     summary = train(config)
     assert summary["eval_loss_after"] is not None and (tmp_path / "run" / "final").is_dir()
     assert len((tmp_path / "run" / "predictions.jsonl").read_text().splitlines()) == len(records) - 2
+
+
+def broken_copy(records: list[dict], bad: set[int]) -> list[dict]:
+    return [{**r, "image": {"bytes": b"not an image", "path": None}} if i in bad else r for i, r in enumerate(records)]
+
+
+def test_an_update_with_nothing_usable_moves_neither_the_weights_nor_the_schedule(tmp_path):
+    import torch
+
+    records = broken_copy(synthetic.generate_split("train", 8, seed=3)[:8], bad={0, 2, 5, 7})
+    folder = tmp_path / "data"
+    rows = datasets.Dataset.from_list(records, features=synthetic.FEATURES)
+    datasets.DatasetDict({"train": rows, "validation": rows.select([1])}).save_to_disk(str(folder))
+    # batches of one over one epoch: exactly four updates have nothing to learn from, in any order
+    config = TrainConfig(dataset=str(folder), output_dir=str(tmp_path / "run"), max_steps=8, batch_size=1,
+                         lr=1e-3, logging_steps=1, num_beams=1, max_new_tokens=4, report_to="none", save_steps=8,
+                         eval_before=False)
+    summary = train(config)
+    assert summary["empty_updates"] == 4 and summary["skipped_updates"] == 0
+    checkpoint = tmp_path / "run" / "checkpoint-8"
+    optimizer = torch.load(checkpoint / "optimizer.pt", weights_only=True)
+    assert {int(state["step"]) for state in optimizer["state"].values()} == {4}, "Adam moved on real updates only"
+    assert torch.load(checkpoint / "scheduler.pt", weights_only=True)["last_epoch"] == 4
+
+
+def test_a_split_with_no_usable_sample_stops_before_training_with_its_reasons(tmp_path, capsys):
+    from florence_tune.cli import main
+
+    records = synthetic.generate_split("train", 6, seed=3)
+    folder = tmp_path / "data"
+    rows = datasets.Dataset.from_list(records, features=synthetic.FEATURES)
+    broken = datasets.Dataset.from_list(broken_copy(records, bad=set(range(len(records)))),
+                                        features=synthetic.FEATURES)
+    datasets.DatasetDict({"train": broken, "validation": rows}).save_to_disk(str(folder))
+    run = tmp_path / "run"
+    capsys.readouterr()
+    assert main(["train", "--dataset", str(folder), "--output-dir", str(run), "--max-steps", "2"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "split 'train'" in error[0] and "no usable sample" in error[0]
+    assert f"image_unsupported {len(records)}" in error[0]
+    assert not (run / "final").exists() and not (run / "README.md").exists()

@@ -25,6 +25,8 @@ def run(config: EvalConfig) -> dict[str, Any]:
     distributed.init()  # joins the process group under torchrun, before the first barrier
     with distributed.main_process_first():
         dataset = data.load(config.dataset, config.split, options.data_options(config, limit=config.max_samples))
+    data.check_usable(dataset, f"split '{config.split}' of '{config.dataset}'")
+    with distributed.main_process_first():
         model, processor = loading.load(config.model, trust_remote_code=config.trust_remote_code,
                                         device=distributed.device())
     found, skipped = predict_dataset(model, processor, dataset, batch_size=config.batch_size,
@@ -32,6 +34,8 @@ def run(config: EvalConfig) -> dict[str, Any]:
     summary = (records.unscored(found, config.dataset, config.split) if dataset.predict_only
                else records.summarise(found, metric_names))
     summary.update({"skipped": dict(skipped), "predictions": str(config.output)})
+    if distributed.is_main():
+        data.warn_if_mostly_unusable(skipped, len(found), f"split '{config.split}' of '{config.dataset}'")
     if distributed.is_main():
         records.write_predictions(found, config.output)
         if config.report and not dataset.predict_only:

@@ -63,6 +63,10 @@ def _run(config: TrainConfig, run_dir: Path, stopper: reliability.StopOnSignal) 
     distributed.barrier()  # every rank has checked the folder before rank 0 touches it
     with distributed.main_process_first():  # rank 0 builds caches / downloads, the others reuse them
         train_data, eval_data = load_splits(config)
+    data.check_usable(train_data, f"split '{config.train_split}' of '{config.dataset}'")
+    if eval_data is not None:
+        data.check_usable(eval_data, f"split '{config.eval_split}' of '{config.dataset}'")
+    with distributed.main_process_first():
         model, processor = load_model(config)
     report_parameters(model)
     if distributed.is_main():
@@ -80,6 +84,9 @@ def _run(config: TrainConfig, run_dir: Path, stopper: reliability.StopOnSignal) 
     after = trainer.latest_evaluation() if eval_data is not None else {}
 
     summary = summarise(config, trainer, before, after, blind_baseline(train_data, eval_data), run_dir / "final")
+    used = distributed.sum_counts({"used": trainer.samples_used}).get("used", 0)
+    if distributed.is_main():
+        data.warn_if_mostly_unusable(summary["data"], used, f"training on split '{config.train_split}'")
     if distributed.is_main():  # one writer for everything in the run directory
         save_final(trainer.model, processor, run_dir)
         paths.write_atomic(run_dir / "summary.json", json.dumps(summary, indent=2))
@@ -445,6 +452,7 @@ def summarise(config: TrainConfig, trainer: FlorenceTrainer, before, after, base
         "last_train_loss": train_losses[-1] if train_losses else None,
         "data": distributed.sum_counts(trainer.train_stats),  # every rank's skipped/altered samples
         "skipped_updates": trainer.guard.skipped,  # optimizer steps skipped for a NaN/inf loss or gradient
+        "empty_updates": trainer.guard.empty,  # optimizer steps skipped for having no usable sample
         "device": "cuda" if torch.cuda.is_available() else "cpu",
         "train_samples_per_second": next((h["train_samples_per_second"] for h in reversed(history)
                                           if "train_samples_per_second" in h), None),

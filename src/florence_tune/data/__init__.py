@@ -16,7 +16,10 @@ or ``Skipped`` (counted by reason downstream, never raised), and both answer the
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import itertools
+import logging
 from typing import Any
 
 import florence_tune.data.sources as sources
@@ -25,10 +28,14 @@ from florence_tune.data.mapped import SampleDataset
 from florence_tune.data.options import DataOptions
 from florence_tune.data.sample import Sample, Skipped
 from florence_tune.data.stream import SampleStream
+from florence_tune import distributed
 from florence_tune.errors import UsageError
 
-__all__ = ["DataOptions", "Sample", "SampleDataset", "SampleStream", "Skipped", "load", "makes_stream",
-           "predict_only"]
+log = logging.getLogger(__name__)
+USABLE_LOOK = 256  # samples read, at most, to find a usable one before training or scoring
+
+__all__ = ["DataOptions", "Sample", "SampleDataset", "SampleStream", "Skipped", "check_usable", "load",
+           "makes_stream", "predict_only", "warn_if_mostly_unusable"]
 
 
 def load(spec: str, split: str, options: DataOptions | None = None, **changes: Any) -> SampleDataset | SampleStream:
@@ -46,6 +53,45 @@ def load(spec: str, split: str, options: DataOptions | None = None, **changes: A
         raise UsageError(f"split '{split}' of dataset '{spec}' has no rows (a source without a validation split "
                          f"lends its first --holdout-rows {options.holdout_rows} rows to it; lower that number)")
     return dataset
+
+
+def check_usable(dataset: SampleDataset | SampleStream, what: str, look: int = USABLE_LOOK) -> None:
+    """Stop with the reasons when ``what`` (a split) has no usable sample: a run on nothing would "succeed" with
+    empty numbers. Reads samples (images decoded) until the first usable one, at most ``look`` of them; when
+    those were all unusable but the split goes on, it warns instead. Every rank calls it (counts are summed)."""
+    counts: collections.Counter = collections.Counter()
+    items = ((dataset[i] for i in range(min(look, len(dataset)))) if dataset.random_access
+             else itertools.islice(iter(dataset), look))
+    for item in items:
+        if isinstance(item, Sample):
+            counts["usable"] += 1
+            break
+        counts[item.reason] += 1
+    seen = sum(counts.values())
+    counts["more"] = int(seen >= look and (not dataset.random_access or len(dataset) > look))
+    counts = collections.Counter(distributed.sum_counts(counts))
+    if counts.pop("usable", 0):
+        return
+    more = counts.pop("more", 0)
+    reasons = ", ".join(f"{reason} {n}" for reason, n in counts.most_common())
+    if not reasons:
+        return  # an empty split: load() and the loaders say so themselves
+    if more:
+        log.warning("the first %d samples of %s are all unusable (%s); going on, but check the data with "
+                    "'florence-tune data inspect'", look, what, reasons)
+        return
+    raise UsageError(f"{what} has no usable sample ({reasons}); fix those rows, or point --dataset or the split "
+                     "at other data (see 'florence-tune data inspect')")
+
+
+def warn_if_mostly_unusable(counts: dict[str, int], used: int, what: str) -> None:
+    """One warning when more samples of ``what`` were skipped than used; ``counts``: ``skipped_<reason>``
+    counters (altered samples are not skipped)."""
+    skipped = {name.removeprefix("skipped_"): n for name, n in counts.items() if name.startswith("skipped_") and n}
+    if sum(skipped.values()) > used:
+        reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(skipped.items(), key=lambda kv: -kv[1]))
+        log.warning("%s: most samples read were unusable: %d skipped (%s), %d used; check the data with "
+                    "'florence-tune data inspect'", what, sum(skipped.values()), reasons, used)
 
 
 def predict_only(spec: str, split: str) -> bool:

@@ -110,20 +110,30 @@ def any_rank(flag: bool, device: torch.device | str | None = None) -> bool:
 # --- callbacks ---------------------------------------------------------------------------------
 
 
-class NonFiniteGuard(TrainerCallback):
-    """Skip the optimizer update of a step whose loss or gradients hold NaN/inf; stop after ``limit`` in a row.
+class UpdateGuard(TrainerCallback):
+    """Skip an optimizer update that has nothing to learn from (every micro-batch of it, on every rank, was
+    unusable) or whose loss or gradients hold NaN/inf; stop after ``limit`` non-finite ones in a row.
 
-    Skipping sets every gradient to None just before ``optimizer.step()``: torch optimizers leave a
-    parameter and its state (moments, step count, weight decay) untouched when it has no gradient.
+    Skipping sets every gradient to None just before ``optimizer.step()`` (torch optimizers leave a parameter
+    and its state — moments, step count, weight decay — untouched when it has no gradient), and raises
+    accelerate's own "this step was skipped" flag, on which the Trainer leaves the learning-rate schedule where
+    it was. accelerate sets that flag itself only when a GradScaler (fp16) skips a step, so it is set here for
+    every update.
     """
 
     def __init__(self, limit: int):
         self.limit = limit
-        self.skipped = 0  # updates skipped in the whole run
+        self.skipped = 0  # updates skipped in the whole run for a non-finite loss or gradient
+        self.empty = 0  # updates skipped in the whole run for having no usable sample
         self.in_a_row = 0
         self.gave_up_at: int | None = None
         self._losses_finite: torch.Tensor | None = None
+        self._usable = False
         self._skipping = False
+
+    def saw(self, usable: bool) -> None:
+        """Note whether one micro-batch held a usable sample."""
+        self._usable = self._usable or usable
 
     def observe(self, loss: torch.Tensor) -> None:
         """Note one micro-batch's loss; stays on the device (no sync) until the step ends."""
@@ -131,26 +141,46 @@ class NonFiniteGuard(TrainerCallback):
         self._losses_finite = finite if self._losses_finite is None else self._losses_finite & finite
 
     def on_pre_optimizer_step(self, args, state, control, model=None, optimizer=None, **kwargs):
+        usable, self._usable = any_rank(self._usable, args.device), False
+        losses_finite, self._losses_finite = self._losses_finite, None
+        if not usable:  # its loss is 0 / 0 tokens: not a numerical problem, nothing to learn
+            self._skip(optimizer)
+            self.empty += 1
+            if self.empty == 1 and state.is_world_process_zero:
+                log.warning("step %d: no sample of this update was usable; the update is skipped (every such "
+                            "update is counted as empty_updates)", state.global_step + 1)
+            return
         finite = _gradients_finite(model)
-        if self._losses_finite is not None:
-            finite = finite & self._losses_finite.to(finite.device)
-        self._losses_finite = None
+        if losses_finite is not None:
+            finite = finite & losses_finite.to(finite.device)
         self._skipping = any_rank(not bool(finite), args.device)
+        _hold_schedule(optimizer, self._skipping)
         if not self._skipping:
             self.in_a_row = 0
             return
-        optimizer.zero_grad(set_to_none=True)
+        self._skip(optimizer)
         self.skipped += 1
         self.in_a_row += 1
         if state.is_world_process_zero:
             log.warning("step %d: loss or gradients are not finite; update skipped (%d in a row, %d in all)",
                         state.global_step + 1, self.in_a_row, self.skipped)
 
+    @staticmethod
+    def _skip(optimizer) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        _hold_schedule(optimizer, True)
+
     def on_step_end(self, args, state, control, **kwargs):
         if self._skipping and self.in_a_row >= self.limit:
             self.gave_up_at = state.global_step
             control.should_save = True  # the weights are still those of the last good step
             control.should_training_stop = True
+
+
+def _hold_schedule(optimizer, hold: bool) -> None:
+    """Raise or lower accelerate's skipped-step flag (``AcceleratedOptimizer.step_was_skipped``)."""
+    if hasattr(optimizer, "_is_overflow"):
+        optimizer._is_overflow = hold
 
 
 def _gradients_finite(model) -> torch.Tensor:
@@ -222,7 +252,7 @@ class ReliableTrainerMixin:
 
     def __init__(self, *args, max_nonfinite_steps: int = 5, stopper: StopOnSignal | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.guard = NonFiniteGuard(max_nonfinite_steps)
+        self.guard = UpdateGuard(max_nonfinite_steps)
         self.stopper = stopper or StopOnSignal()  # the command's own, when it listens from its start
         self.add_callback(self.guard)
         self.add_callback(self.stopper)
@@ -259,8 +289,8 @@ class ReliableTrainerMixin:
         return loss
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if "loss" in logs:  # training-loss events carry the running count of skipped updates
-            logs = {**logs, "skipped_updates": self.guard.skipped}
+        if "loss" in logs:  # training-loss events carry the running counts of skipped updates
+            logs = {**logs, "skipped_updates": self.guard.skipped, "empty_updates": self.guard.empty}
         super().log(logs, start_time)
 
     def _close_progress_bar(self) -> None:
@@ -337,8 +367,10 @@ class ReliableTrainerMixin:
 
     def _write_counters(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        counters = {"skipped_updates": self.guard.skipped, "nonfinite_in_a_row": self.guard.in_a_row,
-                    "train_stats": dict(getattr(self, "train_stats", {}))}
+        counters = {"skipped_updates": self.guard.skipped, "empty_updates": self.guard.empty,
+                    "nonfinite_in_a_row": self.guard.in_a_row,
+                    "train_stats": dict(getattr(self, "train_stats", {})),
+                    "samples_used": getattr(self, "samples_used", 0)}
         self._counters_file(folder).write_text(json.dumps(counters, indent=1))
 
     def _restore_counters(self, checkpoint: Path) -> None:
@@ -349,9 +381,11 @@ class ReliableTrainerMixin:
             return
         counters = json.loads(found.read_text())
         self.guard.skipped = counters.get("skipped_updates", 0)
+        self.guard.empty = counters.get("empty_updates", 0)
         self.guard.in_a_row = counters.get("nonfinite_in_a_row", 0)
         if hasattr(self, "train_stats"):
             self.train_stats.update(counters.get("train_stats", {}))
+            self.samples_used = counters.get("samples_used", 0)
 
 
 def first_line(exc: BaseException) -> str:

@@ -47,6 +47,7 @@ class FlorenceTrainer(reliability.ReliableTrainerMixin, Trainer):
         self.metric_names = metric_names  # None: chosen by the samples' tasks (task_metrics)
         self.predictions_path = predictions_path
         self.train_stats: collections.Counter = collections.Counter()
+        self.samples_used = 0  # usable training samples this rank has seen (train_stats counts the others)
         self._last_eval: tuple[int, dict[str, float]] | None = None
 
     def latest_evaluation(self) -> dict[str, float]:
@@ -74,9 +75,11 @@ class FlorenceTrainer(reliability.ReliableTrainerMixin, Trainer):
         return super()._track_num_input_tokens(inputs.inputs)
 
     def compute_loss(self, model, inputs: Batch, return_outputs=False, num_items_in_batch=None):
+        unusable = inputs.empty  # every sample of this batch was unusable
         if model.training:
             self.train_stats.update(inputs.stats)
-        unusable = inputs.empty  # every sample of this batch was unusable
+            self.samples_used += inputs.size
+            self.guard.saw(usable=not unusable)
         if unusable:  # the model runs all the same, on a blank sample, and learns nothing: under DDP every rank
             inputs = Batch(self._prepare_input(self.data_collator.placeholder()), {})  # joins the same collectives
         with self.accelerator.autocast():
