@@ -24,11 +24,11 @@ from typing import Any
 
 import florence_tune.data.sources as sources
 import florence_tune.data.spec as specs
+from florence_tune import distributed
 from florence_tune.data.mapped import SampleDataset
 from florence_tune.data.options import DataOptions
 from florence_tune.data.sample import Sample, Skipped
 from florence_tune.data.stream import SampleStream
-from florence_tune import distributed
 from florence_tune.errors import UsageError
 
 log = logging.getLogger(__name__)
