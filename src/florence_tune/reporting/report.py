@@ -51,15 +51,28 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 def read_run(run_dir: Path) -> dict[str, Any]:
     if not (run_dir / "predictions.jsonl").exists() and not (run_dir / "metrics.jsonl").exists():
         raise UsageError(f"'{run_dir}' holds no predictions.jsonl or metrics.jsonl; pass a run directory")
-    config_file = run_dir / "config.yaml"
-    summary_file = run_dir / "summary.json"
     return {
         "dir": run_dir,
-        "config": yaml.safe_load(config_file.read_text()) if config_file.exists() else {},
-        "summary": json.loads(summary_file.read_text()) if summary_file.exists() else {},
+        "config": read_mapping(run_dir / "config.yaml", yaml.safe_load, "YAML"),
+        "summary": read_mapping(run_dir / "summary.json", json.loads, "JSON"),
         "events": read_jsonl(run_dir / "metrics.jsonl"),
         "predictions": read_jsonl(run_dir / "predictions.jsonl"),
     }
+
+
+def read_mapping(path: Path, parse, kind: str) -> dict[str, Any]:
+    """A run file of names and values ({} when absent); one the run did not leave so (edited, cut) is one line."""
+    if not path.exists():
+        return {}
+    try:
+        value = parse(path.read_text(errors="replace"))
+    except (ValueError, yaml.YAMLError):
+        value, reason = None, f"not valid {kind}"
+    else:
+        reason = "empty" if value is None else f"a {type(value).__name__}, not names and values"
+    if not isinstance(value, dict):
+        raise FlorenceTuneError(f"'{path}' is damaged ({reason}); restore it, or move it away to report without it")
+    return value
 
 
 # ---------------------------------------------------------------- numbers
