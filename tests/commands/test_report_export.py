@@ -56,7 +56,7 @@ def test_wrong_folders_are_one_line_and_exit_2(argv, message, full_run, tmp_path
 def test_a_damaged_run_file_is_named_in_one_line(name, text, tmp_path, capsys):
     (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 1, "loss": 1.0}) + "\n")
     (tmp_path / name).write_text(text)
-    assert main(["report", str(tmp_path)]) == 1
+    assert main(["report", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"'{tmp_path / name}'" in err[0] and "Traceback" not in err[0], err
     assert not (tmp_path / "report.html").exists()

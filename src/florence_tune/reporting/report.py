@@ -71,7 +71,7 @@ def read_mapping(path: Path, parse, kind: str) -> dict[str, Any]:
     else:
         reason = "empty" if value is None else f"a {type(value).__name__}, not names and values"
     if not isinstance(value, dict):
-        raise FlorenceTuneError(f"'{path}' is damaged ({reason}); restore it, or move it away to report without it")
+        raise UsageError(f"'{path}' is damaged ({reason}); restore it, or move it away to report without it")
     return value
 
 
