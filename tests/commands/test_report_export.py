@@ -40,6 +40,8 @@ def test_exporting_a_full_run_without_merge_adds_no_note(full_run, tmp_path, cap
     (["report", "{missing}"], "pass a run directory"),
     (["report", "{not_a_run}"], "pass a run directory"),
     (["report", "--compare", "{run}", "{missing}"], "pass a run directory"),
+    (["report", "{run}", "--output", "{tmp}/file.txt/report.html"], "'{tmp}/file.txt' is a file"),
+    (["report", "--compare", "{run}", "{run}", "--output", "{tmp}/file.txt/c.html"], "'{tmp}/file.txt' is a file"),
 ])
 def test_wrong_folders_are_one_line_and_exit_2(argv, message, full_run, tmp_path, capsys):
     (tmp_path / "file.txt").write_text("x")
@@ -60,3 +62,9 @@ def test_a_damaged_run_file_is_named_in_one_line(name, text, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"'{tmp_path / name}'" in err[0] and "Traceback" not in err[0], err
     assert not (tmp_path / "report.html").exists()
+
+
+def test_a_comparison_goes_into_a_folder_that_does_not_exist_yet(full_run, tmp_path):
+    output = tmp_path / "new" / "comparison.html"
+    assert main(["report", "--compare", str(full_run), str(full_run), "--output", str(output)]) == 0
+    assert "florence-tune comparison" in output.read_text()

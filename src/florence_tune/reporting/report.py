@@ -323,6 +323,7 @@ def write_comparison(run_a: str | Path, run_b: str | Path, output: str | Path, c
             f"<h2>ANLS by {_e(column or 'question type')}</h2>"
             + table(["group", "A", "B", "B − A"], rows))
     path = Path(output)
-    path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>comparison</title>"
-                    f"<style>{STYLE}</style></head><body>{body}</body></html>")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    paths.write_atomic(path, f"<!doctype html><html><head><meta charset='utf-8'><title>comparison</title>"
+                             f"<style>{STYLE}</style></head><body>{body}</body></html>")
     return path
