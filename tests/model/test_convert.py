@@ -199,3 +199,71 @@ def test_image_processor_of_768_pixel_models_gives_577_image_tokens(native, tmp_
     built.save_pretrained(tmp_path / "saved")
     saved = json.loads((tmp_path / "saved" / "processor_config.json").read_text())["image_processor"]
     assert saved["image_processor_type"] == "CLIPImageProcessor" and saved["size"] == {"height": 768, "width": 768}
+
+
+class RunsCode:
+    """Unpickled without weights_only, this would create ``marker``: the stand-in for a hostile pickle."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import pathlib
+
+        return pathlib.Path.touch, (pathlib.Path(self.marker),)
+
+
+def damage(folder, how):
+    weights = folder / "pytorch_model.bin"
+    if how == "truncated":
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    elif how == "code":
+        torch.save({"w": torch.zeros(1), "x": RunsCode(folder / "ran")}, weights)
+    elif how == "plain pickle":
+        import pickle
+
+        weights.write_bytes(pickle.dumps(RunsCode(folder / "ran"), protocol=4))
+    elif how == "not tensors":
+        torch.save({"state_dict": {"w": torch.zeros(1)}, "epoch": 3}, weights)
+
+
+@pytest.mark.parametrize("how", ["truncated", "code", "plain pickle", "not tensors"])
+def test_pickled_weights_that_cannot_be_read_safely_are_one_line_of_our_own(how, native, tmp_path, capsys):
+    model, processor = native
+    source = write_original(model, processor, tmp_path / "original")
+    damage(source, how)
+    assert main(["convert", str(source), str(tmp_path / "native")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert f"'{source / 'pytorch_model.bin'}'" in err[0] and "safetensors" in err[0], err
+    assert "weights_only" not in err[0] and "Traceback" not in err[0], err
+    assert not (source / "ran").exists() and not (tmp_path / "native").exists()
+
+
+def test_damaged_safetensors_and_shard_indexes_are_one_line(native, tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    model, processor = native
+    source = write_original(model, processor, tmp_path / "original")
+    (source / "pytorch_model.bin").unlink()
+    cases = {"model.safetensors": None, "model.safetensors.index.json": "{",
+             "pytorch_model.bin.index.json": '{"weight_map": {"a": "pytorch_model-00001.bin"}}'}
+    for name, text in cases.items():
+        if text is None:
+            save_file({"w": torch.zeros(8)}, str(source / name))
+            (source / name).write_bytes((source / name).read_bytes()[:-4])
+        else:
+            (source / name).write_text(text)
+        assert main(["convert", str(source), str(tmp_path / "native")]) == 2, name
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and str(source) in err[0] and "Traceback" not in err[0], err
+        (source / name).unlink()
+
+
+def test_a_destination_under_a_file_is_refused_before_converting(native, tmp_path, capsys):
+    model, processor = native
+    source = write_original(model, processor, tmp_path / "original")
+    (tmp_path / "file.txt").write_text("x")
+    assert main(["convert", str(source), str(tmp_path / "file.txt" / "native")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"'{tmp_path / 'file.txt'}' is a file" in err[0], err

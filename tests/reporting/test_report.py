@@ -107,3 +107,33 @@ def test_a_line_cut_short_by_a_kill_is_skipped_with_a_note(run_dir, capsys):
     err = capsys.readouterr().err
     assert "metrics.jsonl" in err and "skipped 1 damaged line" in err
     assert (run_dir / "report.html").exists()
+
+
+def test_group_by_a_column_no_prediction_has_is_refused_before_any_work(run_dir, capsys, monkeypatch):
+    """--group-by with a typo would put every question under 'unknown': one line naming the columns there are,
+    before the evaluation split is opened again for the gallery."""
+    monkeypatch.setattr(report, "_dataset_from_config", lambda config: pytest.fail("opened the dataset"))
+    assert main(["report", str(run_dir), "--group-by", "docs"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--group-by 'docs'" in err[0] and "doc, group, " in err[0], err
+    assert not (run_dir / "report.html").exists()
+    assert main(["report", "--compare", str(run_dir), str(run_dir), "--group-by", "docs", "--output",
+                 str(run_dir / "cmp.html")]) == 2
+    assert "--group-by 'docs'" in capsys.readouterr().err and not (run_dir / "cmp.html").exists()
+
+
+def test_missing_values_show_as_a_dash(run_dir, tmp_path_factory):
+    """No predictions yet, a group only one run has, a column without a value: a dash, never Python's None."""
+    (run_dir / "predictions.jsonl").write_text(json.dumps(record("5", "date", "x", ["x"], doc=None)) + "\n")
+    text = html.unescape(report.write_report(run_dir, column="doc").read_text())
+    assert "None" not in text and cells(text)[cells(text).index("unknown") + 1] == "1"
+    (run_dir / "predictions.jsonl").unlink()
+    text = html.unescape(report.write_report(run_dir).read_text())
+    assert "None" not in text
+    assert cells(text)[cells(text).index("ANLS (predictions.jsonl)") + 1] == "—"
+    other = tmp_path_factory.mktemp("other")
+    (other / "predictions.jsonl").write_text(json.dumps(RECORDS[0]) + "\n")
+    (run_dir / "predictions.jsonl").write_text(json.dumps(RECORDS[2]) + "\n")
+    values = cells(report.write_comparison(run_dir, other, output=other / "cmp.html").read_text())
+    assert "None" not in values and values[values.index("colour"): values.index("colour") + 4] == [
+        "colour", "—", "1.0000", "—"]

@@ -8,11 +8,12 @@ without peft.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from florence_tune.config import ExportConfig
 from florence_tune.errors import UsageError
-from florence_tune.model import loading, strategies
+from florence_tune.model import checkpoints, loading, strategies
 
 
 def run(config: ExportConfig) -> Path:
@@ -24,9 +25,13 @@ def run(config: ExportConfig) -> Path:
         raise UsageError(f"--output '{output}' is a file; name a new folder for the model")
     if output.exists() and any(output.iterdir()):
         raise UsageError(f"--output '{output}' is not empty; choose a new folder")
+    checkpoints.check_creatable(output, "--output")
     model, processor = loading.load(config.model, trust_remote_code=config.trust_remote_code)
     if strategies.is_adapter_model(model):
         if not config.merge:
             raise UsageError(f"'{config.model}' holds LoRA adapters; pass --merge to fold them into a full model")
         model = model.merge_and_unload()
+    elif config.merge:
+        print(f"note: nothing to merge: '{config.model}' holds a full model, no LoRA adapters; writing it unchanged "
+              f"to '{output}'", file=sys.stderr)
     return loading.save(model, processor, output)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from florence_tune.config import ReportConfig
 from florence_tune.errors import UsageError
+from florence_tune.model import checkpoints
 from florence_tune.reporting import report
 
 
@@ -17,6 +18,8 @@ def run(config: ReportConfig) -> Path:
     """Returns the HTML file written."""
     if config.output and Path(config.output).is_dir():
         raise UsageError(f"--output '{config.output}' is a folder; name the HTML file to write")
+    if config.output:
+        checkpoints.check_creatable(Path(config.output), "--output")
     if config.compare:
         return report.write_comparison(*config.compare, output=config.output or "comparison.html",
                                        column=config.group_by)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -120,23 +121,62 @@ def text_config(original: dict[str, Any], state: dict[str, Any]) -> dict[str, An
 
 def load_weights(source: Path) -> dict[str, Any]:
     """Every tensor of the checkpoint, from safetensors or pickled weights (tensors only), sharded or not."""
-    import torch
-    from safetensors.torch import load_file
-
     for single, index, reader in (
-        ("model.safetensors", "model.safetensors.index.json", load_file),
-        ("pytorch_model.bin", "pytorch_model.bin.index.json",
-         lambda path: torch.load(path, map_location="cpu", weights_only=True)),
+        ("model.safetensors", "model.safetensors.index.json", _read_safetensors),
+        ("pytorch_model.bin", "pytorch_model.bin.index.json", _read_pickled),
     ):
         if (source / single).is_file():
-            return dict(reader(str(source / single)))
+            return reader(source / single)
         if (source / index).is_file():
-            shards = sorted(set(json.loads((source / index).read_text())["weight_map"].values()))
             state: dict[str, Any] = {}
-            for shard in shards:
-                state.update(reader(str(source / shard)))
+            for shard in _shards(source / index):
+                state.update(reader(shard))
             return state
     raise UsageError(f"'{source}' holds no model.safetensors or pytorch_model.bin (nor their sharded index)")
+
+
+def _shards(index: Path) -> list[Path]:
+    listing = _read_json(index)
+    weight_map = listing.get("weight_map") if isinstance(listing, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise UsageError(f"'{index}' names no shards (no weight_map); copy the checkpoint's index file again")
+    shards = [index.parent / name for name in sorted(set(map(str, weight_map.values())))]
+    missing = [shard.name for shard in shards if not shard.is_file()]
+    if missing:
+        raise UsageError(f"'{index.parent}' lacks {len(missing)} shard(s) its index names: {_listing(missing)}; "
+                         "copy the whole checkpoint folder")
+    return shards
+
+
+def _read_safetensors(path: Path) -> dict[str, Any]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise UsageError(f"'{path}' is not a readable safetensors file ({str(exc).strip()[:120]}); download it "
+                         "again") from None
+
+
+def _read_pickled(path: Path) -> dict[str, Any]:
+    """Tensors only: torch's weights_only unpickler refuses anything that could run code."""
+    import torch
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on pickle protocols: what matters is whether it loads
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # a damaged or hostile file fails anywhere in the unpickler; none of its code runs
+        raise UsageError(f"'{path}' cannot be read safely as weights (it is truncated, or holds code or objects "
+                         "other than tensors); convert from the checkpoint's model.safetensors instead, or download "
+                         "it again or re-save it where it was made (torch.save of the state_dict)") from None
+    odd = [str(name) for name, value in state.items() if not isinstance(value, torch.Tensor)] if isinstance(
+        state, dict) else [type(state).__name__]
+    if odd:
+        raise UsageError(f"'{path}' is not a plain dict of tensors ({_listing(odd)} is not a tensor); re-save the "
+                         "model's state_dict() alone, or convert from the checkpoint's model.safetensors")
+    return state
 
 
 def rename_weights(state: dict[str, Any]) -> dict[str, Any]:

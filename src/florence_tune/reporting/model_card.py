@@ -6,51 +6,102 @@ from pathlib import Path
 from typing import Any
 
 from florence_tune import paths
+from florence_tune.model import loading
+from florence_tune.reporting.report import read_jsonl
+
+# How the card names the metrics summary.json holds (task_metrics.NAMES).
+LABELS = {"anls": "ANLS", "exact_match": "exact match", "cer": "CER", "wer": "WER", "bleu": "BLEU",
+          "map": "mAP@[.5:.95]", "map_50": "mAP@.5"}
 
 
 def _fmt(value: Any) -> str:
-    return f"{value:.4f}" if isinstance(value, float) else ("n/a" if value is None else str(value))
+    return f"{value:.4f}" if isinstance(value, float) else ("—" if value is None else str(value))
 
 
 def write_model_card(run_dir: Path, config, summary: dict[str, Any]) -> Path:
     skipped = summary.get("data") or {}
+    final = Path(summary["final"])
+    adapters = (final / loading.ADAPTER_CONFIG).is_file()  # what final/ holds decides how it loads
     lines = [
         f"# Florence-2 fine-tuned on {config.dataset}",
         "",
         f"- Base model: `{config.model}`",
         f"- Data: `{config.dataset}` (train split `{config.train_split}`, evaluated on `{config.eval_split}`)",
-        f"- Task prompt: `{config.task_prompt}`",
+        task_line(run_dir, config.task_prompt),
         f"- Strategy: `{config.strategy}`",
         f"- Optimizer steps: {summary['steps']} (batch {config.batch_size} x accumulation {config.grad_accum}, "
         f"learning rate {summary.get('learning_rate')}, seed {config.seed})",
         "",
         "## Metrics (validation)",
         "",
-        "| | ANLS | exact match | eval loss |",
-        "|---|---|---|---|",
-        f"| before fine-tuning | {_fmt(summary.get('anls_before'))} | | {_fmt(summary.get('eval_loss_before'))} |",
-        f"| after fine-tuning | {_fmt(summary.get('anls_after'))} | {_fmt(summary.get('exact_match_after'))} "
-        f"| {_fmt(summary.get('eval_loss_after'))} |",
-        f"| image-blind baseline (most frequent answer per question type) "
-        f"| {_fmt(summary.get('anls_blind_baseline'))} | | |",
+        *metric_lines(summary),
         "",
         "Data counters (skipped or altered samples): "
         + (", ".join(f"{k}={v}" for k, v in sorted(skipped.items())) or "none"),
         "",
         "## Load it",
         "",
-        "```python",
-        "from transformers import AutoProcessor, Florence2ForConditionalGeneration",
-        f'model = Florence2ForConditionalGeneration.from_pretrained("{summary["final"]}")',
-        f'processor = AutoProcessor.from_pretrained("{summary["final"]}")',
-        "```",
+        *(adapter_lines(run_dir, config.model, final) if adapters else model_lines(final)),
         "",
         "Report: [report.html](report.html) — curves, metrics per question type, the worst predictions.",
         "",
         "Files: `config.yaml` (resolved settings), `metrics.jsonl` (every logged event), "
-        "`predictions.jsonl` (last evaluation), `final/` (model + processor).",
+        f"`predictions.jsonl` (last evaluation), `final/` ({'LoRA adapters' if adapters else 'model'} + processor).",
         "",
     ]
     path = run_dir / "README.md"
     paths.write_atomic(path, "\n".join(lines))
     return path
+
+
+def task_line(run_dir: Path, task_prompt: str) -> str:
+    """The tasks the run was evaluated on, as its prediction records name them."""
+    found = sorted({r["task"] for r in read_jsonl(Path(run_dir) / "predictions.jsonl") if r.get("task")})
+    if found:
+        return "- Task: " + ", ".join(f"`{task}`" for task in found)
+    return f"- Task prompt: `{task_prompt}` (before questions; task data carries its own)"
+
+
+def metric_lines(summary: dict[str, Any]) -> list[str]:
+    """Before / after for each metric the run's tasks chose (ANLS, mAP, CER...), the eval loss, the baseline."""
+    before, after = summary.get("metrics_before") or {}, summary.get("metrics_after") or {}
+    rows = [(LABELS.get(name, name), before.get(name), after.get(name)) for name in dict.fromkeys([*before, *after])]
+    losses = summary.get("eval_loss_before"), summary.get("eval_loss_after")
+    if any(loss is not None for loss in losses):
+        rows.append(("eval loss", *losses))
+    if not rows:
+        return ["The run was not evaluated (no evaluation split)."]
+    lines = ["| | before fine-tuning | after fine-tuning |", "|---|---|---|",
+             *(f"| {label} | {_fmt(b)} | {_fmt(a)} |" for label, b, a in rows)]
+    if summary.get("anls_blind_baseline") is not None:  # only question-answering runs have one
+        lines += ["", "Image-blind baseline (the most frequent training answer per question type): "
+                      f"ANLS {_fmt(summary['anls_blind_baseline'])}."]
+    return lines
+
+
+def model_lines(final: Path) -> list[str]:
+    return [
+        "```python",
+        "from transformers import AutoProcessor, Florence2ForConditionalGeneration",
+        f'model = Florence2ForConditionalGeneration.from_pretrained("{final}")',
+        f'processor = AutoProcessor.from_pretrained("{final}")',
+        "```",
+    ]
+
+
+def adapter_lines(run_dir: Path, base: str, final: Path) -> list[str]:
+    """final/ of a LoRA run holds only the adapters: the base model first, then peft puts them on it."""
+    return [
+        "`final/` holds LoRA adapters, not a whole model: load the base model, then the adapters with peft.",
+        "",
+        "```python",
+        "from peft import PeftModel",
+        "from transformers import AutoProcessor, Florence2ForConditionalGeneration",
+        f'base = Florence2ForConditionalGeneration.from_pretrained("{loading.resolve_model_path(base)}")',
+        f'model = PeftModel.from_pretrained(base, "{final}")',
+        f'processor = AutoProcessor.from_pretrained("{final}")',
+        "```",
+        "",
+        "Or fold the adapters in, for a folder that loads with `Florence2ForConditionalGeneration.from_pretrained` "
+        f"alone (no peft): `florence-tune export --model {run_dir} --merge --output {run_dir}-merged`",
+    ]

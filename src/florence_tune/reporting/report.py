@@ -51,24 +51,51 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 def read_run(run_dir: Path) -> dict[str, Any]:
     if not (run_dir / "predictions.jsonl").exists() and not (run_dir / "metrics.jsonl").exists():
         raise UsageError(f"'{run_dir}' holds no predictions.jsonl or metrics.jsonl; pass a run directory")
-    config_file = run_dir / "config.yaml"
-    summary_file = run_dir / "summary.json"
     return {
         "dir": run_dir,
-        "config": yaml.safe_load(config_file.read_text()) if config_file.exists() else {},
-        "summary": json.loads(summary_file.read_text()) if summary_file.exists() else {},
+        "config": read_mapping(run_dir / "config.yaml", yaml.safe_load, "YAML"),
+        "summary": read_mapping(run_dir / "summary.json", json.loads, "JSON"),
         "events": read_jsonl(run_dir / "metrics.jsonl"),
         "predictions": read_jsonl(run_dir / "predictions.jsonl"),
     }
 
 
+def read_mapping(path: Path, parse, kind: str) -> dict[str, Any]:
+    """A run file of names and values ({} when absent); one the run did not leave so (edited, cut) is one line."""
+    if not path.exists():
+        return {}
+    try:
+        value = parse(path.read_text(errors="replace"))
+    except (ValueError, yaml.YAMLError):
+        value, reason = None, f"not valid {kind}"
+    else:
+        reason = "empty" if value is None else f"a {type(value).__name__}, not names and values"
+    if not isinstance(value, dict):
+        raise UsageError(f"'{path}' is damaged ({reason}); restore it, or move it away to report without it")
+    return value
+
+
 # ---------------------------------------------------------------- numbers
 
 def group_key(record: dict[str, Any], column: str | None) -> str:
-    """The record's group: a named metadata column, else the question type / family / source."""
+    """The record's group: a named metadata column (absent or empty: 'unknown'), else the question type."""
     if column:
-        return str(record.get("meta", {}).get(column, record.get(column, "unknown")))
+        value = record.get("meta", {}).get(column, record.get(column))
+        return "unknown" if value is None else str(value)
     return str(record.get("group", "all"))
+
+
+def columns(records: list[dict[str, Any]]) -> set[str]:
+    """What --group-by can name: the metadata columns and the text fields of the records."""
+    return {name for r in records for name in r.get("meta", {})} | {
+        name for r in records for name, value in r.items() if isinstance(value, str)}
+
+
+def check_column(records: list[dict[str, Any]], column: str | None) -> None:
+    """A column no record has would put every question under 'unknown': refuse it, naming those there are."""
+    if column and records and column not in columns(records):
+        raise UsageError(f"--group-by '{column}': no prediction has that column; choose one of "
+                         f"{', '.join(sorted(columns(records)))}")
 
 
 def grouped_metrics(records: list[dict[str, Any]], column: str | None = None) -> dict[str, dict[str, float]]:
@@ -163,18 +190,21 @@ th{background:#f5f5f5} .num{text-align:right;font-variant-numeric:tabular-nums}
 """
 
 
+DASH = "—"  # what a cell without a value shows
+
+
 def _e(value: Any) -> str:
     return html.escape(str(value))
 
 
 def _num(value: Any) -> str:
-    return f"{value:.4f}" if isinstance(value, float) else _e(value if value is not None else "n/a")
+    return f"{value:.4f}" if isinstance(value, float) else _e(value if value is not None else DASH)
 
 
 def table(headers: list[str], rows: list[list[Any]]) -> str:
     head = "".join(f"<th>{_e(h)}</th>" for h in headers)
     body = "".join(
-        "<tr>" + "".join(f'<td class="num">{_num(c)}</td>' if isinstance(c, int | float) else f"<td>{_e(c)}</td>"
+        "<tr>" + "".join(f'<td class="num">{_num(c)}</td>' if isinstance(c, int | float) else f"<td>{_num(c)}</td>"
                          for c in row) + "</tr>"
         for row in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
@@ -239,6 +269,7 @@ def write_report(run_dir: str | Path, *, dataset=None, column: str | None = None
                  output: str | Path | None = None) -> Path:
     """Write ``report.html`` for a run (``dataset`` supplies page images for the gallery)."""
     run = read_run(Path(run_dir))
+    check_column(run["predictions"], column)
     if dataset is None:
         dataset = _dataset_from_config(run["config"])
     return _write(run, dataset, column, Path(output) if output else Path(run_dir) / "report.html")
@@ -278,6 +309,7 @@ def _dataset_from_config(config: dict[str, Any]):
 
 def write_comparison(run_a: str | Path, run_b: str | Path, output: str | Path, column: str | None = None) -> Path:
     a, b = read_run(Path(run_a)), read_run(Path(run_b))
+    check_column(a["predictions"] + b["predictions"], column)
     groups_a, groups_b = grouped_metrics(a["predictions"], column), grouped_metrics(b["predictions"], column)
     rows = []
     for name in sorted(set(groups_a) | set(groups_b)):
@@ -291,6 +323,7 @@ def write_comparison(run_a: str | Path, run_b: str | Path, output: str | Path, c
             f"<h2>ANLS by {_e(column or 'question type')}</h2>"
             + table(["group", "A", "B", "B − A"], rows))
     path = Path(output)
-    path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>comparison</title>"
-                    f"<style>{STYLE}</style></head><body>{body}</body></html>")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    paths.write_atomic(path, f"<!doctype html><html><head><meta charset='utf-8'><title>comparison</title>"
+                             f"<style>{STYLE}</style></head><body>{body}</body></html>")
     return path

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
+from florence_tune.errors import UsageError
+
 CELL = 300  # thumbnail box, pixels a side
 TEXT_LINES = 6
 LINE_HEIGHT = 16
@@ -37,7 +39,9 @@ class Card:
 
 
 def draw(cards: list[Card], title: str, path: str | Path) -> Path:
-    """Save the sheet of ``cards`` as a PNG at ``path`` (an empty sheet says there was nothing to show)."""
+    """Save the sheet of ``cards`` at ``path``, in the format its suffix names (an empty sheet says there was
+    nothing to show)."""
+    image_format = format_of(path)
     font = ImageFont.load_default(size=13)
     columns = max(1, min(COLUMNS, len(cards)))
     rows = max(1, -(-len(cards) // columns))
@@ -52,8 +56,18 @@ def draw(cards: list[Card], title: str, path: str | Path) -> Path:
         _caption(canvas, font, card, x, y + CELL + 4)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(path, format="PNG")
+    sheet.save(path, format=image_format)
     return path
+
+
+def format_of(path: str | Path) -> str:
+    """The image format Pillow writes for the file name's suffix (.png, .jpg, .webp...)."""
+    suffix = Path(path).suffix.lower()
+    found = Image.registered_extensions().get(suffix)
+    if found not in Image.SAVE:
+        raise UsageError(f"--sheet '{path}': {f'{suffix!r} is' if suffix else 'a name without a suffix is'} not an "
+                         "image format Pillow writes; end the name in .png, .jpg or .webp")
+    return found
 
 
 def _caption(canvas: ImageDraw.ImageDraw, font, card: Card, x: int, y: int) -> None:

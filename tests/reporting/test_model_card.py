@@ -1,0 +1,108 @@
+"""The model card (README.md of a run): its task and metrics are the run's own, and its "Load it" code runs."""
+
+import json
+import re
+
+import pytest
+import torch
+
+from florence_tune.cli import main
+
+QUICK = ["--max-steps", "1", "--batch-size", "2", "--max-train-samples", "4", "--max-eval-samples", "2",
+         "--num-beams", "1", "--report-to", "none"]
+
+
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("runs") / "lora"
+    assert main(["train", "--strategy", "lora", *QUICK, "--max-new-tokens", "4", "--output-dir", str(run)]) == 0
+    return run
+
+
+@pytest.fixture(scope="module")
+def detection_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("runs") / "detection"
+    assert main(["train", "--dataset", "synthetic:detection", *QUICK, "--max-new-tokens", "12",
+                 "--output-dir", str(run)]) == 0
+    return run
+
+
+def card(run) -> str:
+    return (run / "README.md").read_text()
+
+
+def loaded_by_the_card(run) -> dict:
+    """Run the card's python block as a reader would paste it; its names afterwards."""
+    code = re.search(r"```python\n(.*?)```", card(run), re.S).group(1)
+    names: dict = {}
+    exec(code, names)  # noqa: S102 - the card's own snippet, written by the run under test
+    return names
+
+
+def logits(model, processor, page_image):
+    inputs = processor(text="<VQA>What is the total?", images=page_image, return_tensors="pt")
+    with torch.no_grad():
+        return model(**inputs, decoder_input_ids=torch.tensor([[2, 0]])).logits
+
+
+def test_the_card_of_a_lora_run_loads_its_adapters(lora_run, page_image):
+    """final/ of a LoRA run holds adapters only; the card's code loads the base model, then them."""
+    from peft import PeftModel
+
+    from florence_tune.model import loading
+
+    assert not (lora_run / "final" / "model.safetensors").exists()
+    names = loaded_by_the_card(lora_run)
+    assert isinstance(names["model"], PeftModel)
+    expected, processor = loading.load(str(lora_run))
+    torch.testing.assert_close(logits(names["model"].eval(), names["processor"], page_image),
+                               logits(expected, processor, page_image), rtol=0, atol=0)
+    assert f"florence-tune export --model {lora_run} --merge" in card(lora_run)
+
+
+def test_the_card_of_a_full_run_loads_with_plain_transformers(detection_run, page_image):
+    from transformers import Florence2ForConditionalGeneration
+
+    from florence_tune.model import loading
+
+    names = loaded_by_the_card(detection_run)
+    assert type(names["model"]) is Florence2ForConditionalGeneration
+    expected, processor = loading.load(str(detection_run))
+    torch.testing.assert_close(logits(names["model"].eval(), names["processor"], page_image),
+                               logits(expected, processor, page_image), rtol=0, atol=0)
+    assert "peft" not in card(detection_run) and "--merge" not in card(detection_run)
+
+
+def metric_row(text: str, label: str) -> list[str]:
+    line = next(line for line in text.splitlines() if line.startswith(f"| {label} |"))
+    return [cell.strip() for cell in line.strip("|").split("|")]
+
+
+def test_a_detection_card_shows_its_task_and_its_metrics(detection_run):
+    text, summary = card(detection_run), json.loads((detection_run / "summary.json").read_text())
+    assert "- Task: `<OD>`" in text
+    assert "<VQA>" not in text and "ANLS" not in text and "baseline" not in text
+    assert metric_row(text, "mAP@[.5:.95]")[1:] == [f"{summary['metrics_before']['map']:.4f}",
+                                                   f"{summary['metrics_after']['map']:.4f}"]
+    assert metric_row(text, "mAP@.5")[1:] == [f"{summary['metrics_before']['map_50']:.4f}",
+                                             f"{summary['metrics_after']['map_50']:.4f}"]
+    assert metric_row(text, "eval loss")[1:] == [f"{summary['eval_loss_before']:.4f}",
+                                                f"{summary['eval_loss_after']:.4f}"]
+
+
+def test_a_question_answering_card_shows_anls_and_the_image_blind_baseline(lora_run):
+    text, summary = card(lora_run), json.loads((lora_run / "summary.json").read_text())
+    assert "- Task: `<VQA>`" in text
+    assert metric_row(text, "ANLS")[1:] == [f"{summary['anls_before']:.4f}", f"{summary['anls_after']:.4f}"]
+    assert metric_row(text, "exact match")[1:] == [f"{summary['metrics_before']['exact_match']:.4f}",
+                                                  f"{summary['exact_match_after']:.4f}"]
+    assert f"{summary['anls_blind_baseline']:.4f}" in text and "mAP" not in text
+
+
+def test_a_run_without_evaluation_says_so_instead_of_empty_numbers(tmp_path):
+    run = tmp_path / "run"
+    assert main(["train", "--max-steps", "1", "--batch-size", "2", "--eval-split", "none", "--report-to", "none",
+                 "--output-dir", str(run)]) == 0
+    text = card(run)
+    assert "not evaluated" in text and "n/a" not in text and "None" not in text
+    assert "| eval loss |" not in text
