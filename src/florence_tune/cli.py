@@ -131,6 +131,21 @@ def _inspect(config: InspectConfig) -> int:
     return 0
 
 
+DESCRIPTION = """\
+Fine-tune Florence-2 (base 0.23B, large 0.77B) on document question answering, the Cauldron mixture
+or your own images; evaluate, report on and export the result.
+
+    florence-tune train                        the embedded tiny model on the built-in synthetic documents
+    florence-tune train --model florence-community/Florence-2-base --dataset docvqa --output-dir runs/docvqa
+    florence-tune evaluate --model runs/docvqa --dataset docvqa --split validation
+    florence-tune predict --model runs/docvqa --image page.png --question "What is the total?"
+    florence-tune data inspect ./my_data       what a dataset holds, and which rows cannot be used
+"""
+EPILOG = """\
+Every command takes --config FILE.yaml (flags override it); 'florence-tune COMMAND --help' lists its
+settings with their defaults. Several GPUs: torchrun --nproc-per-node N -m florence_tune train ...
+"""
+
 # Commands with subcommands: ``florence-tune data inspect SPEC``.
 GROUPS: dict[str, tuple[str, dict[str, tuple[type, Callable[[Any], int], str]]]] = {
     "data": ("Look at a dataset before training on it.", {
@@ -149,7 +164,7 @@ def _counts(counts: dict[str, int]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="florence-tune", description=__doc__,
+    parser = argparse.ArgumentParser(prog="florence-tune", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"florence-tune {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -210,6 +225,9 @@ def _quiet_libraries() -> None:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    import datasets
+
+    datasets.disable_progress_bars()  # its cache-building bars; downloads keep huggingface_hub's own
 
 
 if __name__ == "__main__":

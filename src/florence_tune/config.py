@@ -271,7 +271,9 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     for f in dataclasses.fields(cls):
         kind = _field_type(cls, f)
         help_text = f.metadata.get("help", "")
-        if f.default not in (None, False, ""):
+        if f.metadata.get("choices"):
+            help_text += f" Choices: {', '.join(f.metadata['choices'])}."
+        if not (f.default is None or f.default is False or f.default == ""):  # 0 and 0.0 are defaults worth showing
             help_text += f" (default: {f.default})"
         if f.metadata.get("positional"):
             parser.add_argument(f.name, nargs="?", default=None, metavar=f.name.upper(), help=help_text)

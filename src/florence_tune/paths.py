@@ -195,6 +195,18 @@ def run_state(run_dir: str | Path) -> str:
     return "started"
 
 
+def check_creatable(folder: str | Path, flag: str) -> None:
+    """Refuse, before any work, a folder that cannot be made or written: a file stands where one of its parent
+    folders should be, or the nearest existing one is read-only."""
+    target = resolved(folder)
+    existing = next(p for p in (target, *target.parents) if p.exists())
+    if not existing.is_dir():
+        raise UsageError(f"{flag} '{folder}' cannot be created: '{existing}' is a file; choose a folder elsewhere")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} '{folder}' cannot be written: '{existing}' is read-only for this user; choose a "
+                         "folder you can write to")
+
+
 def check_replaceable_run(run_dir: str | Path, inputs: Iterable[Path]) -> None:
     """Raise unless ``--overwrite`` may delete ``run_dir`` (an existing, non-empty folder)."""
     check_replaceable_folder(run_dir, inputs, "--output-dir")

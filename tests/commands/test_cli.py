@@ -1,6 +1,7 @@
 """Every subcommand through ``main([...])``: help, end-to-end train/evaluate/predict, bad input."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -45,15 +46,21 @@ def test_help_explains_every_option(command, config_cls, capsys):
         main([*command, "--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    if config_cls is None:  # the top level lists every command
-        assert all(name in text for name in COMMANDS)
+    if config_cls is None:  # the top level lists every command, and says what the tool is for
+        assert all(name in text for name in COMMANDS) and "Fine-tune Florence-2" in text
+        assert "config object" not in text
         return
     for field in dataclasses.fields(config_cls):
         shown = field.name.upper() if field.metadata.get("positional") else (
             field.metadata.get("flag") or "--" + field.name.replace("_", "-"))
         assert shown in text, f"{' '.join(command)} --help does not mention {shown}"
         words = field.metadata["help"].split()[:3]
-        assert " ".join(words) in " ".join(text.split()), f"{shown}'s help text is missing"
+        flat = " ".join(text.split())
+        assert " ".join(words) in flat, f"{shown}'s help text is missing"
+        if field.metadata.get("choices"):
+            assert ", ".join(field.metadata["choices"]) in flat, f"{shown}'s choices are not listed"
+        if isinstance(field.default, int | float) and not isinstance(field.default, bool) and field.default == 0:
+            assert re.search(rf"{re.escape(shown)} .*?\(default: 0(\.0)?\)", flat), f"{shown}'s default 0 is hidden"
 
 
 def test_train_writes_a_complete_run_directory(trained_run, capsys):
@@ -292,6 +299,13 @@ def test_yaml_values_the_flags_accept_still_load(tmp_path):
     (["predict", "--model", "tiny", "--image", "{file}", "--task-prompt", "<OD>", "--question", "q"], "no question"),
     (["export", "--model", "tiny", "--output", "{file}"], "--output '"),
     (["report", "{run}", "--output", "{dir}"], "--output '"),
+    (["train", "--output-dir", "{file}/run"], "'{file}' is a file"),
+    (["train", "--lr-scheduler", "cosin"], "--lr-scheduler 'cosin' is not a transformers schedule; choose one of "
+                                           "linear, cosine,"),
+    (["train", "--optim", "adam"], "--optim 'adam' is not a transformers optimizer; choose one of adamw_torch,"),
+    (["train", "--report-to", "tensorbord"], "--report-to 'tensorbord' is not a logger transformers knows"),
+    (["train", "--report-to", "wandb"], "--report-to wandb needs its package: pip install wandb"),
+    (["train", "--freeze", "*"], "nothing is left to train"),
 ])
 def test_settings_that_cannot_work_are_one_line_before_any_work(argv, message, tmp_path, capsys):
     (tmp_path / "file.txt").write_text("x")
@@ -300,6 +314,28 @@ def test_settings_that_cannot_work_are_one_line_before_any_work(argv, message, t
     run.mkdir()
     (run / "metrics.jsonl").write_text('{"step": 1, "loss": 1.0}\n')
     filled = [a.format(file=tmp_path / "file.txt", dir=tmp_path / "dir", run=run) for a in argv]
-    assert main(filled) == 2
+    assert main([*filled, *(["--output-dir", str(tmp_path / "out")] if "--output-dir" not in filled and
+                            filled[0] == "train" else [])]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and message in err[0], err
+    assert len(err) == 1 and message.format(file=tmp_path / "file.txt") in err[0], err
+    assert not (tmp_path / "out").exists(), "nothing is written"
+
+
+def test_training_further_from_adapters_continues_them_or_says_how(tmp_path, capsys):
+    first = tmp_path / "lora"
+    quick = ["--max-steps", "1", "--batch-size", "2", "--eval-split", "none", "--report-to", "none"]
+    assert main(["train", "--strategy", "lora", *quick, "--output-dir", str(first)]) == 0
+    capsys.readouterr()
+    assert main(["train", "--model", str(first / "final"), *quick, "--output-dir", str(tmp_path / "full")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds LoRA adapters" in err[0] and "--strategy lora" in err[0] and "--merge" in err[0]
+    assert not (tmp_path / "full").exists()
+    assert main(["train", "--model", str(first / "final"), "--strategy", "lora", *quick,
+                 "--output-dir", str(tmp_path / "more")]) == 0
+    assert "0 trainable" not in capsys.readouterr().out
+    from safetensors.torch import load_file
+
+    before = load_file(str(first / "final" / "adapter_model.safetensors"))
+    after = load_file(str(tmp_path / "more" / "final" / "adapter_model.safetensors"))
+    assert before.keys() == after.keys(), "the same adapters, trained further (none added on top)"
+    assert any(not torch.equal(before[k], after[k]) for k in before)

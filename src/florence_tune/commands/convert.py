@@ -13,7 +13,7 @@ from pathlib import Path
 from florence_tune import paths
 from florence_tune.config import ConvertConfig
 from florence_tune.errors import UsageError
-from florence_tune.model import checkpoints, convert, loading
+from florence_tune.model import convert, loading
 
 
 def run(config: ConvertConfig) -> Path:
@@ -44,7 +44,7 @@ def _check_paths(source: str | None, destination: str | None, overwrite: bool) -
             raise UsageError(f"destination '{dst}' is not empty; pass --overwrite to replace it or choose another "
                              "folder")
         paths.check_replaceable_folder(dst, paths.local_inputs(str(src)), "DESTINATION")
-    checkpoints.check_creatable(dst, "DESTINATION")
+    paths.check_creatable(dst, "DESTINATION")
     if paths.resolved(dst).is_relative_to(paths.resolved(src)):
         raise UsageError(f"DESTINATION '{dst}' lies inside SOURCE; the original stays untouched, choose a folder "
                          "outside it")

@@ -11,9 +11,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from florence_tune import paths
 from florence_tune.config import ExportConfig
 from florence_tune.errors import UsageError
-from florence_tune.model import checkpoints, loading, strategies
+from florence_tune.model import loading, strategies
 
 
 def run(config: ExportConfig) -> Path:
@@ -25,7 +26,7 @@ def run(config: ExportConfig) -> Path:
         raise UsageError(f"--output '{output}' is a file; name a new folder for the model")
     if output.exists() and any(output.iterdir()):
         raise UsageError(f"--output '{output}' is not empty; choose a new folder")
-    checkpoints.check_creatable(output, "--output")
+    paths.check_creatable(output, "--output")
     model, processor = loading.load(config.model, trust_remote_code=config.trust_remote_code)
     if strategies.is_adapter_model(model):
         if not config.merge:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from florence_tune import paths
 from florence_tune.config import ReportConfig
 from florence_tune.errors import UsageError
-from florence_tune.model import checkpoints
 from florence_tune.reporting import report
 
 
@@ -19,7 +19,7 @@ def run(config: ReportConfig) -> Path:
     if config.output and Path(config.output).is_dir():
         raise UsageError(f"--output '{config.output}' is a folder; name the HTML file to write")
     if config.output:
-        checkpoints.check_creatable(Path(config.output), "--output")
+        paths.check_creatable(Path(config.output), "--output")
     if config.compare:
         return report.write_comparison(*config.compare, output=config.output or "comparison.html",
                                        column=config.group_by)

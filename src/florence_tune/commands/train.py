@@ -49,6 +49,7 @@ def run(config: TrainConfig) -> dict[str, Any]:
     run_dir = Path(config.output_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise UsageError(f"--output-dir '{run_dir}' is a file; choose a folder")
+    paths.check_creatable(run_dir, "--output-dir")
     stopper = reliability.StopOnSignal()  # SIGTERM / SIGINT from the start: exit 75 and say how to go on
     with stopper.listening(), paths.run_lock(run_dir) if distributed.is_main() else contextlib.nullcontext():
         return _run(config, run_dir, stopper)
@@ -116,11 +117,21 @@ def validate(config: TrainConfig) -> None:
     if config.fsdp and not distributed.launched():
         raise UsageError("--fsdp shards across processes; launch with torchrun --nproc-per-node N -m florence_tune "
                          "train ..., or drop --fsdp for one process")
-    if strategies.parse_strategy(config.strategy) not in (strategies.Strategy.LORA, strategies.Strategy.QLORA):
-        for field in dataclasses.fields(LoraFields):
-            if getattr(config, field.name) != field.default:
-                raise UsageError(f"--{field.name.replace('_', '-')} goes with --strategy lora or qlora "
-                                 f"(this run: --strategy {config.strategy})")
+    strategy = strategies.parse_strategy(config.strategy)
+    lora_flags = [f"--{f.name.replace('_', '-')}" for f in dataclasses.fields(LoraFields)
+                  if getattr(config, f.name) != f.default]
+    if strategy not in (strategies.Strategy.LORA, strategies.Strategy.QLORA) and lora_flags:
+        raise UsageError(f"{lora_flags[0]} goes with --strategy lora or qlora (this run: --strategy {config.strategy})")
+    if loading.holds_adapters(config.model):
+        if strategy is not strategies.Strategy.LORA:
+            raise UsageError(f"--model '{config.model}' holds LoRA adapters, which --strategy {config.strategy} would "
+                             "not train: train them further with --strategy lora, or fold them into a full model "
+                             f"first (florence-tune export --model {config.model} --merge --output MERGED) and "
+                             "fine-tune that")
+        if lora_flags:
+            raise UsageError(f"{lora_flags[0]} does not apply: the adapters in '{config.model}' are trained further "
+                             "as they were made")
+    check_library_names(config)
     if config.page_cache not in (None, "auto") and Path(config.page_cache).expanduser().is_file():
         raise UsageError(f"--page-cache '{config.page_cache}' is a file; name a folder for the cache, or 'auto'")
     if data.makes_stream(config.dataset, config.streaming) and config.max_steps <= 0:
@@ -130,6 +141,28 @@ def validate(config: TrainConfig) -> None:
         if data.predict_only(config.dataset, split):
             raise UsageError(f"split '{split}' of '{config.dataset}' has no answers (it is for predictions only); "
                              "train on 'train' and evaluate on 'validation'")
+
+
+def check_library_names(config: TrainConfig) -> None:
+    """The names handed to transformers (schedule, optimizer, loggers), checked against its own lists."""
+    from transformers.integrations import integration_utils
+    from transformers.trainer_utils import SchedulerType
+    from transformers.training_args import OptimizerNames
+
+    for flag, value, names, what in (("--lr-scheduler", config.lr_scheduler, SchedulerType, "schedule"),
+                                     ("--optim", config.optim, OptimizerNames, "optimizer")):
+        accepted = [item.value for item in names]
+        if value is not None and value not in accepted:
+            raise UsageError(f"{flag} '{value}' is not a transformers {what}; choose one of {', '.join(accepted)}")
+    known, installed = integration_utils.INTEGRATION_TO_CALLBACK, integration_utils.get_available_reporting_integrations()
+    for name in options.split_list(config.report_to):
+        if name.lower() in ("none", "all"):
+            continue
+        if name not in known:
+            raise UsageError(f"--report-to '{name}' is not a logger transformers knows; choose none, or some of "
+                             f"{', '.join(sorted(known))} (comma-separated)")
+        if name not in installed:
+            raise UsageError(f"--report-to {name} needs its package: pip install {name}, or pass --report-to none")
 
 
 def with_resolved_paths(config: TrainConfig) -> TrainConfig:
@@ -251,9 +284,13 @@ def load_model(config: TrainConfig):
     strategy = strategies.parse_strategy(config.strategy)
     quantization = strategies.quantization_config() if strategy is strategies.Strategy.QLORA else None
     model, processor = loading.load(config.model, trust_remote_code=config.trust_remote_code,
-                                    quantization=quantization)
+                                    quantization=quantization, train_adapters=strategy is strategies.Strategy.LORA)
     set_seed(config.seed)  # new weights (LoRA's A matrices) drawn from the run's seed, before the Trainer seeds
     model = strategies.apply(model, strategy, freeze=options.split_list(config.freeze), lora=options.lora(config))
+    if not loading.count_parameters(model)[0]:
+        raise UsageError(f"nothing is left to train: --strategy {config.strategy}"
+                         f"{f' with --freeze {config.freeze!r}' if config.freeze else ''} freezes every parameter; "
+                         "freeze fewer of them")
     if strategies.is_adapter_model(model):
         # Saved adapters name the model spec the user gave, so they reload through loading.load.
         model.peft_config["default"].base_model_name_or_path = config.model

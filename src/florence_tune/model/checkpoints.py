@@ -14,8 +14,6 @@ import re
 import shutil
 from pathlib import Path
 
-from florence_tune.errors import UsageError
-
 MARKER = "COMPLETE"
 TEMP_PREFIX = "tmp-"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -94,13 +92,6 @@ def remove_leftovers(run_dir: Path) -> list[Path]:
     for folder in leftovers:
         shutil.rmtree(folder, ignore_errors=True)
     return leftovers
-
-
-def check_creatable(folder: Path, name: str) -> None:
-    """Refuse, before any work, a folder that cannot be made: a file stands where a parent folder should be."""
-    blocker = next((p for p in Path(folder).parents if p.exists()), None)
-    if blocker is not None and not blocker.is_dir():
-        raise UsageError(f"{name} '{folder}' cannot be created: '{blocker}' is a file; choose a folder elsewhere")
 
 
 def _write_synced(path: Path, text: str) -> None:

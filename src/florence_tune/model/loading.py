@@ -42,6 +42,12 @@ def resolve_model_path(spec: str) -> str:
     raise UsageError(f"model '{spec}' not found; accepted forms: {MODEL_FORMS}")
 
 
+def holds_adapters(spec: str) -> bool:
+    """Whether a model spec names a local folder of LoRA adapters (a LoRA run, its final/ or a checkpoint)."""
+    location = resolve_model_path(spec)
+    return (Path(location) / ADAPTER_CONFIG).is_file()
+
+
 def _is_checkpoint(path: Path) -> bool:
     """A full model (config.json) or LoRA adapters (adapter_config.json)."""
     return (path / "config.json").is_file() or (path / ADAPTER_CONFIG).is_file()
@@ -77,22 +83,23 @@ def _reject_remote_code_layout(location: str, trust_remote_code: bool) -> None:
         )
 
 
-def load(spec: str, *, trust_remote_code: bool = False, quantization=None, device=None):
+def load(spec: str, *, trust_remote_code: bool = False, quantization=None, device=None, train_adapters: bool = False):
     """Return ``(model, processor)`` for a model spec, in eval mode, on ``device`` (default: the CPU).
 
     A folder of LoRA adapters loads its base model (named in the adapter config) and wraps it.
     Commands that generate pass ``distributed.device()``: the GPU of this process when there is one.
     """
-    model, processor = _load(spec, trust_remote_code=trust_remote_code, quantization=quantization)
+    model, processor = _load(spec, trust_remote_code=trust_remote_code, quantization=quantization,
+                             train_adapters=train_adapters)
     return (model.to(device) if device is not None else model), processor
 
 
-def _load(spec: str, *, trust_remote_code: bool, quantization):
+def _load(spec: str, *, trust_remote_code: bool, quantization, train_adapters: bool = False):
     from transformers import AutoProcessor, Florence2ForConditionalGeneration
 
     location = resolve_model_path(spec)
     if (Path(location) / ADAPTER_CONFIG).exists():
-        return _load_adapters(Path(location), trust_remote_code=trust_remote_code)
+        return _load_adapters(Path(location), trust_remote_code=trust_remote_code, trainable=train_adapters)
     _reject_remote_code_layout(location, trust_remote_code)
     online = True if Path(location).exists() else hub.prepare_for_hub()
     if trust_remote_code:
@@ -118,7 +125,7 @@ def _load(spec: str, *, trust_remote_code: bool, quantization):
     return model.eval(), processor
 
 
-def _load_adapters(folder: Path, *, trust_remote_code: bool):
+def _load_adapters(folder: Path, *, trust_remote_code: bool, trainable: bool = False):
     from peft import PeftModel
     from transformers import AutoProcessor
 
@@ -128,7 +135,7 @@ def _load_adapters(folder: Path, *, trust_remote_code: bool):
     base, processor = load(base_spec, trust_remote_code=trust_remote_code)
     if (folder / "processor_config.json").exists():
         processor = AutoProcessor.from_pretrained(folder)
-    return PeftModel.from_pretrained(base, folder).eval(), processor
+    return PeftModel.from_pretrained(base, folder, is_trainable=trainable).eval(), processor
 
 
 def save(model, processor, directory: str | Path) -> Path:

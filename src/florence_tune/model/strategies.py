@@ -62,7 +62,7 @@ def apply(model, strategy: Strategy, *, freeze: tuple[str, ...] = (), lora: Lora
         model.model.vision_tower.requires_grad_(False)
     if freeze:
         freeze_matching(model, freeze)
-    if strategy in (Strategy.LORA, Strategy.QLORA):
+    if strategy in (Strategy.LORA, Strategy.QLORA) and not is_adapter_model(model):  # adapters loaded: go on with them
         model = add_lora(model, lora or LoraSettings())
     return model
 
