@@ -154,7 +154,8 @@ def check_library_names(config: TrainConfig) -> None:
         accepted = [item.value for item in names]
         if value is not None and value not in accepted:
             raise UsageError(f"{flag} '{value}' is not a transformers {what}; choose one of {', '.join(accepted)}")
-    known, installed = integration_utils.INTEGRATION_TO_CALLBACK, integration_utils.get_available_reporting_integrations()
+    known = integration_utils.INTEGRATION_TO_CALLBACK
+    installed = integration_utils.get_available_reporting_integrations()
     for name in options.split_list(config.report_to):
         if name.lower() in ("none", "all"):
             continue
