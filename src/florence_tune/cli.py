@@ -42,9 +42,10 @@ def _train(config: TrainConfig) -> int:
     summary = train.run(config)
     if not _is_main():
         return 0
-    print(f"validation ANLS before fine-tuning: {_num(summary['anls_before'])}")
-    print(f"validation ANLS after fine-tuning:  {_num(summary['anls_after'])}")
-    print(f"image-blind baseline ANLS:          {_num(summary['anls_blind_baseline'])}")
+    if "anls" in (summary.get("metrics_after") or {}) or summary.get("anls_after") is not None:  # questions
+        print(f"validation ANLS before fine-tuning: {_num(summary['anls_before'])}")
+        print(f"validation ANLS after fine-tuning:  {_num(summary['anls_after'])}")
+        print(f"image-blind baseline ANLS:          {_num(summary['anls_blind_baseline'])}")
     for name, value in (summary.get("metrics_after") or {}).items():  # the task metrics (mAP, CER...)
         if name not in ("anls", "exact_match"):
             before = (summary.get("metrics_before") or {}).get(name)
@@ -150,7 +151,7 @@ settings with their defaults. Several GPUs: torchrun --nproc-per-node N -m flore
 GROUPS: dict[str, tuple[str, dict[str, tuple[type, Callable[[Any], int], str]]]] = {
     "data": ("Look at a dataset before training on it.", {
         "inspect": (InspectConfig, _inspect, "Counts, token lengths, image sizes, bad samples by reason and a "
-                                             "contact sheet PNG of a dataset split."),
+                                             "contact sheet of a dataset split."),
     }),
 }
 

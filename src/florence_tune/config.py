@@ -144,7 +144,8 @@ class TrainConfig(LoraFields, TaskSettings, DataSettings, GenerationSettings):
                               free_on_resume=True)
     save_steps: int = setting(0, "Save a checkpoint every N steps (0: at the end of each epoch).", minimum=0,
                               free_on_resume=True)
-    save_total_limit: int = setting(2, "Keep at most this many checkpoints.", minimum=0, free_on_resume=True)
+    save_total_limit: int = setting(2, "Keep at most this many checkpoints, the newest (0: keep every one).",
+                                    minimum=0, free_on_resume=True)
     logging_steps: int = setting(10, "Log the training loss every N steps.", minimum=1, free_on_resume=True)
     max_eval_samples: int = setting(0, "Evaluate on at most this many samples (0: the whole split).", minimum=0,
                                     free_on_resume=True)
@@ -212,8 +213,8 @@ class InspectConfig(TaskSettings, DataSettings):
     max_samples: int = setting(0, "Inspect at most this many samples (0: the whole split).", minimum=0)
     max_target_tokens: int = setting(128, "Count answers longer than this many tokens (training truncates them).",
                                      minimum=1)
-    sheet: str = setting("contact_sheet.png", "Where to write the contact sheet (PNG of samples with their "
-                                              "question and answer).")
+    sheet: str = setting("contact_sheet.png", "Where to write the contact sheet (an image of samples with their "
+                                              "question and answer; .png, .jpg, .webp...).")
     sheet_samples: int = setting(12, "How many samples the contact sheet shows.", minimum=0)
 
 

@@ -136,7 +136,8 @@ def test_predict_answers_a_question(trained_run, image_file, capsys):
         (["train", "--dataset", "nonsense"], 2, "accepted forms"),
         (["train", "--batch-size", "0"], 2, "--batch-size must be at least 1"),
         (["evaluate", "--dataset", "synthetic"], 2, "needs --model"),
-        (["predict", "--model", "tiny", "--image", "missing.png", "--question", "q"], 1, "cannot read image"),
+        (["predict", "--model", "tiny", "--image", "missing.png", "--question", "q"], 2, "cannot read image"),
+        (["data", "inspect", "synthetic", "--sheet", "sheet.pgn"], 2, "'.pgn' is not an image format"),
         (["predict", "--model", "tiny", "--image", "x.png"], 2, "exactly one of --question"),
         (["evaluate", "--model", "tiny", "--dataset", "synthetic", "--split", "nope"], 2, "no split 'nope'"),
     ],
@@ -148,10 +149,19 @@ def test_bad_input_is_one_line_and_exit_code(argv, code, message, capsys, tmp_pa
     assert message in err and len(err.splitlines()) == 1, err
 
 
+def test_evaluate_group_by_a_column_no_prediction_has_keeps_the_predictions(trained_run, tmp_path, capsys):
+    output = tmp_path / "p.jsonl"
+    assert main(["evaluate", "--model", str(trained_run), "--dataset", "synthetic", "--max-samples", "2",
+                 "--num-beams", "1", "--max-new-tokens", "4", "--output", str(output), "--group-by", "nope"]) == 2
+    err = capsys.readouterr().err  # after the evaluation's own progress bar
+    assert "Traceback" not in err and "--group-by 'nope'" in err.splitlines()[-1] and "question_type" in err
+    assert len(output.read_text().splitlines()) == 2, "the predictions are written first"
+
+
 def test_unreadable_image_is_a_clear_error(tmp_path, capsys):
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    assert main(["predict", "--model", "tiny", "--image", str(bad), "--question", "q"]) == 1
+    assert main(["predict", "--model", "tiny", "--image", str(bad), "--question", "q"]) == 2
     assert "cannot read image" in capsys.readouterr().err
 
 

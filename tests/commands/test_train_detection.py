@@ -51,6 +51,14 @@ def trained(table_boxes, tmp_path_factory):
     return run
 
 
+def test_a_detection_run_prints_its_own_metrics_not_anls(table_boxes, tmp_path, capsys):
+    assert main(["train", "--dataset", str(table_boxes), "--output-dir", str(tmp_path / "run"), "--max-steps", "1",
+                 "--batch-size", "2", "--num-beams", "1", "--max-new-tokens", "8", "--report-to", "none",
+                 "--max-eval-samples", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "validation map_50 before / after" in printed and "ANLS" not in printed
+
+
 def test_fine_tune_raises_map_50_above_the_untrained_model(trained):
     summary = json.loads((trained / "summary.json").read_text())
     before, after = summary["metrics_before"], summary["metrics_after"]

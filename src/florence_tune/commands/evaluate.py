@@ -16,7 +16,7 @@ from florence_tune.errors import UsageError
 from florence_tune.evaluation import records, task_metrics
 from florence_tune.evaluation.loop import predict_dataset
 from florence_tune.model import loading
-from florence_tune.reporting.report import write_evaluation_report
+from florence_tune.reporting.report import check_column, write_evaluation_report
 
 
 def run(config: EvalConfig) -> dict[str, Any]:
@@ -38,6 +38,7 @@ def run(config: EvalConfig) -> dict[str, Any]:
         data.warn_if_mostly_unusable(skipped, len(found), f"split '{config.split}' of '{config.dataset}'")
     if distributed.is_main():
         records.write_predictions(found, config.output)
+        check_column(found, config.group_by)  # known only now; the predictions are kept
         if config.report and not dataset.predict_only:
             path = Path(config.output).with_name("report.html")
             write_evaluation_report(found, summary, asdict(config), dataset, path, column=config.group_by)

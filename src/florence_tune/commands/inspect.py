@@ -14,13 +14,14 @@ from florence_tune import data, hub
 from florence_tune.commands import options
 from florence_tune.config import InspectConfig, check_bounds
 from florence_tune.model import loading
+from florence_tune.reporting import sheet
 from florence_tune.reporting.inspection import Inspection
-from florence_tune.reporting.sheet import draw
 
 
 def run(config: InspectConfig) -> dict[str, Any]:
     """Statistics of one split (the JSON the command prints) and its contact sheet."""
     check_bounds(config)
+    sheet.format_of(config.sheet)  # a name no image format fits is refused before the pass, not after
     answerless = data.predict_only(config.dataset, config.split)
     dataset = data.load(config.dataset, config.split, options.data_options(config, limit=config.max_samples),
                         require_answer=not answerless)
@@ -31,7 +32,7 @@ def run(config: InspectConfig) -> dict[str, Any]:
                "kind": "map-style" if dataset.random_access else "stream", **inspection.summary()}
     if answerless:
         summary["note"] = f"split '{config.split}' has no answers: it is for predictions only"
-    summary["contact_sheet"] = str(draw(inspection.cards, f"{config.dataset} · {config.split}", config.sheet))
+    summary["contact_sheet"] = str(sheet.draw(inspection.cards, f"{config.dataset} · {config.split}", config.sheet))
     return summary
 
 

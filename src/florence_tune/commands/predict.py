@@ -16,7 +16,7 @@ from florence_tune.commands import options
 from florence_tune.config import PredictConfig, check_bounds
 from florence_tune.data.images import BadImage, open_image
 from florence_tune.data.sample import Sample
-from florence_tune.errors import FlorenceTuneError, UsageError
+from florence_tune.errors import UsageError
 from florence_tune.evaluation.generation import answer
 from florence_tune.model import loading
 
@@ -27,7 +27,7 @@ def run(config: PredictConfig) -> Any:
     try:
         image = open_image(config.image)
     except BadImage as exc:
-        raise FlorenceTuneError(f"cannot read image '{config.image}': {exc}") from None
+        raise UsageError(f"cannot read image '{config.image}': {exc}") from None
     model, processor = loading.load(config.model, trust_remote_code=config.trust_remote_code,
                                     device=distributed.device())
     sample = Sample(id="0", image=image, prompt=prompt, target="", meta={"task": task} if task else {})

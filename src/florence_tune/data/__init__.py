@@ -74,8 +74,9 @@ def check_usable(dataset: SampleDataset | SampleStream, what: str, look: int = U
         return
     more = counts.pop("more", 0)
     reasons = ", ".join(f"{reason} {n}" for reason, n in counts.most_common())
-    if not reasons:
-        return  # an empty split: load() and the loaders say so themselves
+    if not reasons and not more:
+        raise UsageError(f"{what} has no rows (a source without a validation split lends its first rows to validation: "
+                         "see --holdout-rows)")
     if more:
         log.warning("the first %d samples of %s are all unusable (%s); going on, but check the data with "
                     "'florence-tune data inspect'", look, what, reasons)

@@ -3,7 +3,7 @@
 Reads the split exactly as training would (same adapters, same safe image decoding) and reports
 how many samples are usable, the bad ones by reason, what was altered (tiled pages, answers longer
 than ``--max-target-tokens``), question and answer lengths in tokens, the image sizes, and writes a
-contact sheet PNG of a few samples with their question and answer under them.
+contact sheet of a few samples with their question and answer under them.
 
     florence-tune data inspect cauldron:chartqa --split validation --sheet chartqa.png
 
