@@ -83,6 +83,8 @@ class LoraFields:
                                     "towers: q_proj,k_proj,v_proj,out_proj,fc1,fc2,qkv,proj,image_projection).")
     use_dora: bool = setting(False, "Weight-decomposed LoRA (DoRA).")
     use_rslora: bool = setting(False, "Rank-stabilised LoRA scaling (alpha / sqrt(r)).")
+    lora_init: str = setting("default", "How new adapters start: peft's default (A Kaiming-uniform, B zero) or "
+                                        "gaussian (A normal with std 1/r, B zero).", choices=["default", "gaussian"])
 
 
 @dataclass

@@ -140,11 +140,14 @@ def test_original_flags_translate_to_train_options():
         sys.path.remove(str(ROOT))
     args, rest = distributed_train.parse(["--dataset", "docvqa", "--epochs", "10", "--eval-steps", "1000",
                                           "--run-name", "exp1", "--max-val-item-count", "200", "--seed", "3"])
+    from florence_tune.cli import build_parser
+    from florence_tune.config import TrainConfig, resolve
+
     options = distributed_train.train_arguments(args, rest)
-    pairs = dict(zip(options[::2], options[1::2], strict=False))
-    assert pairs["--dataset"] == "docvqa" and pairs["--epochs"] == "10.0" and pairs["--eval-steps"] == "1000"
-    assert pairs["--output-dir"] == "runs/exp1" and pairs["--max-eval-samples"] == "200"
-    assert pairs["--lr"] == "1e-6" and options[-2:] == ["--seed", "3"]
+    config = resolve(TrainConfig, build_parser().parse_args(["train", *options]))
+    assert (config.dataset, config.epochs, config.eval_steps) == ("docvqa", 10.0, 1000)
+    assert (config.output_dir, config.max_eval_samples, config.lr, config.seed) == ("runs/exp1", 200, 1e-6, 3)
+    assert options[-2:] == ["--seed", "3"], "the user's own options come last, so they win"
     launch = distributed_train.launcher_arguments(distributed_train.parse(["--nproc", "3"])[0])
     assert launch[:2] == ["--nproc-per-node", "3"] and "--standalone" in launch
 

@@ -273,3 +273,12 @@ def test_a_small_source_without_validation_lends_a_tenth_of_its_rows(tmp_path, s
     single = builders.write_jsonl(tmp_path / "one.jsonl", [{"image": "p.png", "question": "q", "answers": ["a"]}])
     with pytest.raises(UsageError, match="has no rows .*--holdout-rows"):  # its one row went to validation
         data.check_usable(data.load(str(single), "train", streaming=True, holdout_rows=100), "train")
+
+
+def test_clean_questions_cases_them_as_the_original_scripts_did():
+    from florence_tune.data.adapters.docvqa import clean_question
+
+    # str.capitalize when the first letter is small (the rest lower-cased), then a question mark
+    assert clean_question("what is the ID of FORM A") == "What is the id of form a?"
+    assert clean_question("ABC total") == "ABC total?" and clean_question("Where is it?") == "Where is it?"
+    assert clean_question("  ") == ""

@@ -50,4 +50,4 @@ def lora(config) -> LoraSettings:
     targets = split_list(config.lora_targets)
     return LoraSettings(rank=config.lora_rank, alpha=config.lora_alpha, dropout=config.lora_dropout,
                         **({"targets": targets} if targets else {}), use_dora=config.use_dora,
-                        use_rslora=config.use_rslora)
+                        use_rslora=config.use_rslora, init=config.lora_init)

@@ -46,6 +46,7 @@ class LoraSettings:
     targets: tuple[str, ...] = DEFAULT_LORA_TARGETS
     use_dora: bool = LoraFields.use_dora
     use_rslora: bool = LoraFields.use_rslora
+    init: str = LoraFields.lora_init  # 'default' or 'gaussian' (peft's init_lora_weights)
 
 
 def parse_strategy(name: str) -> Strategy:
@@ -96,6 +97,7 @@ def add_lora(model, settings: LoraSettings):
         target_modules=list(settings.targets),
         use_dora=settings.use_dora,
         use_rslora=settings.use_rslora,
+        init_lora_weights=True if settings.init == "default" else settings.init,
         bias="none",
     )
     return get_peft_model(model, config)

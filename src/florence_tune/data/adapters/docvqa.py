@@ -20,11 +20,13 @@ __all__ = ["Adapter", "BadSample", "clean_question", "to_sample", "valid_answers
 
 
 def clean_question(question: str) -> str:
-    """Capitalise and end with '?', as the original training scripts did (opt-in)."""
+    """What the original training scripts did to DocVQA questions (opt-in): ``str.capitalize`` when the first
+    letter is small (which lower-cases the rest: "the ID" becomes "the id"), then a closing '?'."""
     question = question.strip()
     if not question:
         return question
-    question = question[0].upper() + question[1:]
+    if question[0].islower():
+        question = question.capitalize()
     return question if question.endswith("?") else question + "?"
 
 
