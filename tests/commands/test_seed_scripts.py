@@ -60,7 +60,8 @@ def distributed_config(argv: list[str]):
     finally:
         sys.path.remove(str(ROOT))
     args, rest = distributed_train.parse(argv)
-    return resolve(TrainConfig, cli.build_parser().parse_args(["train", *distributed_train.train_arguments(args, rest)]))
+    argv = ["train", *distributed_train.train_arguments(args, rest)]
+    return resolve(TrainConfig, cli.build_parser().parse_args(argv))
 
 
 def test_distributed_train_py_keeps_the_original_script_settings():
