@@ -149,6 +149,16 @@ class TrainConfig(LoraFields, TaskSettings, DataSettings, GenerationSettings):
     save_total_limit: int = setting(2, "Keep at most this many checkpoints, the newest (0: keep every one).",
                                     minimum=0, free_on_resume=True)
     logging_steps: int = setting(10, "Log the training loss every N steps.", minimum=1, free_on_resume=True)
+    load_best_model_at_end: bool = setting(False, "Put the weights of the checkpoint with the best "
+                                                  "--metric-for-best-model into final/ (a checkpoint at every "
+                                                  "evaluation; the best one is always kept).")
+    metric_for_best_model: str | None = setting(None, "Evaluation metric that picks the best checkpoint: anls, "
+                                                      "exact_match, cer, wer, bleu, map, map_50 or loss (default: the "
+                                                      "first metric of the evaluation's task); implies "
+                                                      "--load-best-model-at-end.")
+    early_stopping_patience: int = setting(0, "Stop after this many evaluations in a row without a better "
+                                              "--metric-for-best-model (0: never); implies "
+                                              "--load-best-model-at-end.", minimum=0)
     max_eval_samples: int = setting(0, "Evaluate on at most this many samples (0: the whole split).", minimum=0,
                                     free_on_resume=True)
     max_train_samples: int = setting(0, "Train on at most this many samples (0: the whole split).", minimum=0)
@@ -167,6 +177,7 @@ class TrainConfig(LoraFields, TaskSettings, DataSettings, GenerationSettings):
     deepspeed: str = setting("", "DeepSpeed config JSON (ZeRO stages) handed to the Trainer; needs the deepspeed "
                                  "package and GPUs.")
     bf16: bool = setting(False, "Train in bfloat16 autocast (GPU).")
+    fp16: bool = setting(False, "Train in float16 autocast with loss scaling (GPUs without bfloat16: T4, V100).")
     page_cache: str | None = setting(None, "Decode and resize every page once into a uint8 cache at model resolution "
                                            "in this folder ('auto': under ~/.cache/florence_tune/pages; bare flag), "
                                            "and train from it (fastpath.py).", const="auto")

@@ -97,3 +97,37 @@ def test_a_split_with_no_usable_sample_stops_before_training_with_its_reasons(tm
     assert len(error) == 1 and "split 'train'" in error[0] and "no usable sample" in error[0]
     assert f"image_unsupported {len(records)}" in error[0]
     assert not (run / "final").exists() and not (run / "README.md").exists()
+
+
+def test_early_stopping_keeps_the_best_checkpoint_in_final(tmp_path):
+    from safetensors.torch import load_file
+
+    run = tmp_path / "run"
+    config = TrainConfig(output_dir=str(run), max_steps=12, batch_size=2, eval_steps=2, max_eval_samples=2,
+                         max_train_samples=64, num_beams=1, max_new_tokens=1, report_to="none",
+                         metric_for_best_model="exact_match", early_stopping_patience=1, save_total_limit=1,
+                         eval_before=False)
+    summary = train(config)
+    assert summary["steps"] < 12, "no improvement for one evaluation: training stopped"
+    assert summary["final_step"] == summary["best_step"] and summary["best_metric"] is not None
+    best = run / f"checkpoint-{summary['final_step']}"
+    assert best.is_dir(), "the best checkpoint is kept, whatever --save-total-limit says"
+    weights, final = load_file(str(best / "model.safetensors")), load_file(str(run / "final" / "model.safetensors"))
+    assert weights.keys() == final.keys() and all((weights[k] == final[k]).all() for k in weights)
+    assert summary["metrics_after"]["exact_match"] == summary["best_metric"], "after: the model that was saved"
+    assert f"the best checkpoint, step {summary['final_step']}" in (run / "README.md").read_text()
+
+
+def test_best_checkpoint_settings_that_cannot_work_are_refused():
+    from florence_tune.commands.train import validate
+    from florence_tune.errors import UsageError
+
+    for changes, message in (({"early_stopping_patience": 2, "eval_split": "none"}, "needs an evaluation split"),
+                             ({"load_best_model_at_end": True, "metric_for_best_model": "accuracy"},
+                              "--metric-for-best-model 'accuracy'"),
+                             ({"load_best_model_at_end": True, "save_steps": 3, "eval_steps": 2},
+                              "--save-steps"),
+                             ({"fp16": True, "bf16": True}, "one of --bf16 and --fp16"),
+                             ({"fp16": True}, "--fp16 needs a CUDA GPU")):
+        with pytest.raises(UsageError, match=message):
+            validate(TrainConfig(**changes))

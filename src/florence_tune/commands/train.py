@@ -23,9 +23,9 @@ from typing import Any
 
 import torch
 import yaml
-from transformers import TrainingArguments, set_seed
+from transformers import EarlyStoppingCallback, TrainingArguments, set_seed
 
-from florence_tune import data, distributed, paths
+from florence_tune import data, distributed, paths, tasks
 from florence_tune.batch.collate import Collator, encoder_positions
 from florence_tune.commands import options
 from florence_tune.config import LoraFields, TrainConfig, build, check_bounds, free_on_resume, to_yaml
@@ -82,7 +82,7 @@ def _run(config: TrainConfig, run_dir: Path, stopper: reliability.StopOnSignal) 
         before = trainer.evaluate(metric_key_prefix="before") if eval_data is not None and config.eval_before else {}
     stopper.raise_if_received(run_dir, distributed.device())
     trainer.train(resume_from_checkpoint=resume_from)
-    after = trainer.latest_evaluation() if eval_data is not None else {}
+    after = trainer.latest_evaluation() if eval_data is not None else {}  # of the weights final/ gets
 
     summary = summarise(config, trainer, before, after, blind_baseline(train_data, eval_data), run_dir / "final")
     used = distributed.sum_counts({"used": trainer.samples_used}).get("used", 0)
@@ -132,6 +132,8 @@ def validate(config: TrainConfig) -> None:
             raise UsageError(f"{lora_flags[0]} does not apply: the adapters in '{config.model}' are trained further "
                              "as they were made")
     check_library_names(config)
+    check_best_checkpoint(config)
+    check_precision(config)
     if config.page_cache not in (None, "auto") and Path(config.page_cache).expanduser().is_file():
         raise UsageError(f"--page-cache '{config.page_cache}' is a file; name a folder for the cache, or 'auto'")
     if data.makes_stream(config.dataset, config.streaming) and config.max_steps <= 0:
@@ -141,6 +143,52 @@ def validate(config: TrainConfig) -> None:
         if data.predict_only(config.dataset, split):
             raise UsageError(f"split '{split}' of '{config.dataset}' has no answers (it is for predictions only); "
                              "train on 'train' and evaluate on 'validation'")
+
+
+def picks_best(config: TrainConfig) -> bool:
+    """Whether final/ gets the best checkpoint's weights (any of the three settings asks for it)."""
+    return config.load_best_model_at_end or bool(config.metric_for_best_model) or config.early_stopping_patience > 0
+
+
+def check_best_checkpoint(config: TrainConfig) -> None:
+    if not picks_best(config):
+        return
+    if config.eval_split.lower() == "none":
+        raise UsageError("the best checkpoint (--load-best-model-at-end, --metric-for-best-model, "
+                         "--early-stopping-patience) needs an evaluation split; this run has --eval-split none")
+    known = (*task_metrics.NAMES, "loss")
+    if config.metric_for_best_model and config.metric_for_best_model not in known:
+        raise UsageError(f"--metric-for-best-model '{config.metric_for_best_model}' is not a metric; choose one of "
+                         f"{', '.join(known)}")
+    if config.save_steps and config.save_steps != config.eval_steps:
+        raise UsageError(f"--save-steps {config.save_steps} with the best checkpoint: checkpoints are saved at every "
+                         f"evaluation (--eval-steps {config.eval_steps or 'each epoch'}), where the best is chosen; "
+                         "drop --save-steps")
+    if config.eval_steps == 0 and data.makes_stream(config.dataset, config.streaming):
+        raise UsageError("a stream has no epochs to evaluate at: give --eval-steps N for the best checkpoint")
+
+
+def check_precision(config: TrainConfig) -> None:
+    if config.fp16 and config.bf16:
+        raise UsageError("choose one of --bf16 and --fp16")
+    if config.fp16 and not torch.cuda.is_available():
+        raise UsageError("--fp16 needs a CUDA GPU (float16 with loss scaling); on this machine drop it and train in "
+                         "float32")
+    if config.bf16 and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+        raise UsageError(f"--bf16: {torch.cuda.get_device_name()} has no bfloat16; use --fp16")
+
+
+def best_metric(config: TrainConfig, eval_data) -> str | None:
+    """The metric that picks the best checkpoint: the one asked for, else the first of the evaluation's own."""
+    if not picks_best(config):
+        return None
+    if config.metric_for_best_model:
+        return config.metric_for_best_model
+    chosen = task_metrics.parse_names(config.metrics)
+    if chosen:
+        return chosen[0]
+    first = next(iter(eval_data.text_samples(limit=1)), None)
+    return task_metrics.defaults_for(tasks.task_of(first.meta, first.prompt))[0] if first else "loss"
 
 
 def check_library_names(config: TrainConfig) -> None:
@@ -356,11 +404,12 @@ def build_trainer(model, processor, train_data, eval_data, config: TrainConfig, 
     strategy, every, note = save_cadence(config, train_data)
     if note and distributed.is_main():
         print(note)
-    args = training_arguments(config, run_dir, save=(strategy, every))
+    args = training_arguments(config, run_dir, save=(strategy, every), best=best_metric(config, eval_data))
+    stopping = [EarlyStoppingCallback(config.early_stopping_patience)] if config.early_stopping_patience else []
     return FlorenceTrainer(
         model=model, args=args, train_dataset=train_data, eval_dataset=eval_data, data_collator=collator,
         fast=fast, processing_class=processor,
-        callbacks=[MetricsFileCallback(run_dir / "metrics.jsonl"), *tensorboard_callback(args, run_dir)],
+        callbacks=[MetricsFileCallback(run_dir / "metrics.jsonl"), *tensorboard_callback(args, run_dir), *stopping],
         decoding=options.decoding(config), max_nonfinite_steps=config.max_nonfinite_steps, stopper=stopper,
         predictions_path=run_dir / "predictions.jsonl", metric_names=task_metrics.parse_names(config.metrics))
 
@@ -385,6 +434,8 @@ def save_cadence(config: TrainConfig, train_data) -> tuple[str, int | None, str 
     """(save strategy, steps, a note to print): --save-steps N, else each epoch; but a stream, or a
     --max-steps run that ends before its first epoch does, has no epoch boundary and would write no
     checkpoint before it ends, so it saves every DEFAULT_SAVE_STEPS steps and says so."""
+    if picks_best(config):  # the best checkpoint is chosen at evaluations: a checkpoint at each one
+        return ("steps", config.eval_steps, None) if config.eval_steps else ("epoch", None, None)
     if config.save_steps > 0:
         return "steps", config.save_steps, None
     per_epoch = None
@@ -396,13 +447,17 @@ def save_cadence(config: TrainConfig, train_data) -> tuple[str, int | None, str 
                                          f"{DEFAULT_SAVE_STEPS} steps (--save-steps N to choose)")
 
 
-def training_arguments(config: TrainConfig, run_dir: Path,
-                       save: tuple[str, int | None] | None = None) -> TrainingArguments:
-    """Map our flags onto ``TrainingArguments`` (``save``: from ``save_cadence``). Activation checkpointing
-    is not among them: it is set on the model by ``acceleration.prepare``, the code the benchmark measures."""
+def training_arguments(config: TrainConfig, run_dir: Path, save: tuple[str, int | None] | None = None,
+                       best: str | None = None) -> TrainingArguments:
+    """Map our flags onto ``TrainingArguments`` (``save``: from ``save_cadence``; ``best``: the metric that picks
+    the best checkpoint, from ``best_metric``). Activation checkpointing is not among them: it is set on the
+    model by ``acceleration.prepare``, the code the benchmark measures."""
     eval_every = "steps" if config.eval_steps > 0 else "epoch"
     save_every, save_steps = save or ("steps" if config.save_steps > 0 else "epoch", config.save_steps or None)
     optional = {"optim": config.optim} if config.optim else {}
+    if best is not None:
+        optional.update(load_best_model_at_end=True, metric_for_best_model=f"eval_{best}",
+                        greater_is_better=best not in task_metrics.LOWER_IS_BETTER)
     report_to = [] if config.report_to.strip().lower() == "none" else list(options.split_list(config.report_to))
     return TrainingArguments(
         **optional,
@@ -428,6 +483,7 @@ def training_arguments(config: TrainConfig, run_dir: Path,
         ddp_timeout=config.ddp_timeout,
         **sharding_arguments(config),
         bf16=config.bf16,
+        fp16=config.fp16,
         dataloader_num_workers=config.num_workers,
         dataloader_persistent_workers=config.num_workers > 0,
         dataloader_prefetch_factor=4 if config.num_workers > 0 else None,
@@ -477,6 +533,9 @@ def summarise(config: TrainConfig, trainer: FlorenceTrainer, before, after, base
         "output_dir": str(Path(config.output_dir)),
         "final": str(final_dir),
         "steps": trainer.state.global_step,
+        "final_step": trainer.final_step(),  # the step final/'s weights are from (the best one, when picked)
+        "best_step": trainer.state.best_global_step if picks_best(config) else None,
+        "best_metric": trainer.state.best_metric if picks_best(config) else None,
         "learning_rate": trainer.args.learning_rate,
         "anls_before": before.get("before_anls"),
         "anls_after": after.get("eval_anls"),

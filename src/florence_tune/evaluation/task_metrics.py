@@ -36,6 +36,7 @@ DEFAULTS: dict[str, tuple[str, ...]] = {
 }
 NAMES = ("anls", "exact_match", "cer", "wer", "bleu", "map", "map_50")
 BOX_METRICS = frozenset({"map", "map_50"})
+LOWER_IS_BETTER = frozenset({"cer", "wer", "loss"})  # the evaluation loss is ranked like a metric
 
 
 def parse_names(text: str | None) -> list[str] | None:

@@ -68,15 +68,17 @@ def publish(staged: Path, run_dir: Path, step: int) -> Path:
     return target
 
 
-def rotate(run_dir: Path, keep: int, newest: Path) -> list[Path]:
-    """Keep at most ``keep`` complete checkpoints (0: all); ``newest``, the one just published, always stays.
+def rotate(run_dir: Path, keep: int, newest: Path, keep_also: Path | None = None) -> list[Path]:
+    """Keep at most ``keep`` complete checkpoints (0: all); ``newest``, the one just published, always stays, and
+    so does ``keep_also`` (the best checkpoint, when the run picks one), on top of the count.
 
     Checkpoints of a later step than ``newest`` are deleted too: they exist only when the run was
     resumed from an older checkpoint, belong to the abandoned continuation, and would otherwise be
     what ``--resume auto`` picks next time.
     """
     step = step_of(newest)
-    others = [p for p in complete_checkpoints(run_dir) if step_of(p) != step]
+    spared = step_of(keep_also) if keep_also is not None else None
+    others = [p for p in complete_checkpoints(run_dir) if step_of(p) not in (step, spared)]
     abandoned = [p for p in others if step_of(p) > step]
     older = [p for p in others if step_of(p) < step]
     doomed = abandoned + (older[: max(0, len(older) + 1 - keep)] if keep > 0 else [])

@@ -31,6 +31,9 @@ def write_model_card(run_dir: Path, config, summary: dict[str, Any]) -> Path:
         f"- Strategy: `{config.strategy}`",
         f"- Optimizer steps: {summary['steps']} (batch {config.batch_size} x accumulation {config.grad_accum}, "
         f"learning rate {summary.get('learning_rate')}, seed {config.seed})",
+        *([f"- Weights in `final/`: the best checkpoint, step {summary['best_step']} "
+           f"({config.metric_for_best_model or 'the task metric'} {_fmt(summary.get('best_metric'))})"]
+          if summary.get("best_step") else []),
         "",
         "## Metrics (validation)",
         "",

@@ -331,6 +331,7 @@ class ReliableTrainerMixin:
         failure: BaseException | None = None
         try:
             super()._save_checkpoint(model, trial)
+            self._point_at_published_best(run_dir, self._staging / f"checkpoint-{step}")
             self._write_counters(self._staging / f"checkpoint-{step}")
         except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as a RuntimeError
             log.debug("saving checkpoint-%d failed", step, exc_info=True)  # the traceback, for FLORENCE_TUNE_VERBOSE
@@ -343,9 +344,20 @@ class ReliableTrainerMixin:
         if self.args.should_save:
             target = checkpoints.publish(staging / f"checkpoint-{step}", run_dir, step)
             shutil.rmtree(staging, ignore_errors=True)
-            checkpoints.rotate(run_dir, self.args.save_total_limit or 0, target)
+            best = Path(self.state.best_model_checkpoint) if self.state.best_model_checkpoint else None
+            checkpoints.rotate(run_dir, self.args.save_total_limit or 0, target, keep_also=best)
         self.accelerator.wait_for_everyone()
         self._published_step = step
+
+    def _point_at_published_best(self, run_dir: Path, staged: Path) -> None:
+        """The Trainer records the best checkpoint under the folder it saved into (our staging folder, renamed
+        away next): record where it is published instead, in the state and in the staged trainer_state.json."""
+        best = self.state.best_global_step
+        if not (self.args.load_best_model_at_end and best):
+            return
+        self.state.best_model_checkpoint = str(run_dir / f"checkpoint-{best}")
+        if self.args.should_save:
+            self.state.save_to_json(str(staged / "trainer_state.json"))
 
     def _give_up_saving(self, staging: Path, run_dir: Path, step: int, failure: BaseException | None) -> None:
         if self.args.should_save:

@@ -50,9 +50,16 @@ class FlorenceTrainer(reliability.ReliableTrainerMixin, Trainer):
         self.samples_used = 0  # usable training samples this rank has seen (train_stats counts the others)
         self._last_eval: tuple[int, dict[str, float]] | None = None
 
+    def final_step(self) -> int:
+        """The step of the weights the model holds now: the best checkpoint's once the Trainer loaded it."""
+        if self.args.load_best_model_at_end and self.state.best_global_step:
+            return self.state.best_global_step
+        return self.state.global_step
+
     def latest_evaluation(self) -> dict[str, float]:
-        """Metrics at the current step: reused when training just evaluated, computed otherwise."""
-        if self._last_eval is not None and self._last_eval[0] == self.state.global_step:
+        """Metrics of the weights the model holds: reused when training just evaluated them, computed otherwise
+        (after the Trainer put the best checkpoint back, predictions.jsonl is written for it too)."""
+        if self._last_eval is not None and self._last_eval[0] == self.state.global_step == self.final_step():
             return self._last_eval[1]
         return self.evaluate()
 
@@ -109,6 +116,8 @@ class FlorenceTrainer(reliability.ReliableTrainerMixin, Trainer):
         generated = self.generation_metrics(dataset, metric_key_prefix)
         self.log(generated)
         output.update(generated)
+        # once, with every number: early stopping and best-checkpoint callbacks read the task metrics here
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, output)
         if metric_key_prefix == "eval":
             self._last_eval = (self.state.global_step, output)
         return output
@@ -125,7 +134,6 @@ class FlorenceTrainer(reliability.ReliableTrainerMixin, Trainer):
         loss = loop.mean_loss(loss_of, batches)
         metrics = {f"{prefix}_loss": loss} if loss is not None else {}
         self.log(metrics)
-        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
 
     def generation_metrics(self, dataset, prefix: str) -> dict[str, float]:
