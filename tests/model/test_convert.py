@@ -54,9 +54,10 @@ def kept_rows(processor) -> list[int]:
     return [i for i in range(len(processor.tokenizer)) if i != image]
 
 
-def write_original(model, processor, folder, extra_weights=None):
+def write_original(model, processor, folder, extra_weights=None, text_config=None):
     """The tiny model as Microsoft's repositories lay it out: remote-code config, renamed pickled weights,
-    a BART tokenizer without Florence-2's run-time tokens, and a processor that names its own code."""
+    a BART tokenizer without Florence-2's run-time tokens, and a processor that names its own code.
+    ``text_config``: settings added to the original's text config."""
     folder.mkdir()
     keep = torch.tensor(kept_rows(processor))
     state = {}
@@ -68,7 +69,7 @@ def write_original(model, processor, folder, extra_weights=None):
                   "vision_tower.head.weight": torch.randn(1000, last_dim), "vision_tower.head.bias": torch.zeros(1000),
                   "language_model.final_logits_bias": torch.zeros(1, len(keep)), **(extra_weights or {})})
     torch.save(state, folder / "pytorch_model.bin")
-    (folder / "config.json").write_text(json.dumps(original_config(model.config, len(keep))))
+    (folder / "config.json").write_text(json.dumps(original_config(model.config, len(keep), **(text_config or {}))))
     for name in ("vocab.json", "merges.txt"):
         shutil.copy(resources.files("florence_tune") / "assets" / "tiny_tokenizer" / name, folder / name)
     (folder / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 1024,
@@ -85,12 +86,12 @@ def write_original(model, processor, folder, extra_weights=None):
     return folder
 
 
-def original_config(native, vocab_size: int) -> dict:
+def original_config(native, vocab_size: int, **text_settings) -> dict:
     vision = native.vision_config
     text = {k: v for k, v in native.text_config.to_dict().items()
             if k not in ("model_type", "architectures", "transformers_version", "dtype")}
     text.update({"model_type": "florence2_language", "vocab_size": vocab_size, "no_repeat_ngram_size": 3,
-                 "num_beams": 3, "normalize_before": False, "add_final_layer_norm": False})
+                 "num_beams": 3, "normalize_before": False, "add_final_layer_norm": False, **text_settings})
     return {
         "architectures": ["Florence2ForConditionalGeneration"], "model_type": "florence2",
         "auto_map": {"AutoConfig": "configuration_florence2.Florence2Config",
@@ -119,6 +120,21 @@ def native():
         for parameter in model.parameters():
             parameter.add_(torch.randn_like(parameter) * 0.05)
     return model.eval(), processor
+
+
+# The decoding settings of Microsoft's text configs that the tiny model lacks (microsoft/Florence-2-base
+# config.json), and the flag that must not reach the generation config.
+MICROSOFT_TEXT_SETTINGS = {"early_stopping": True, "forced_bos_token_id": 0, "output_attentions": True}
+
+
+@pytest.fixture(scope="module")
+def converted_dir(native, tmp_path_factory):
+    """The tiny model written in the original layout with Microsoft's text settings, converted once."""
+    model, processor = native
+    folder = tmp_path_factory.mktemp("converted")
+    source = write_original(model, processor, folder / "original", text_config=MICROSOFT_TEXT_SETTINGS)
+    main_convert(source, folder / "native")
+    return folder / "native"
 
 
 def batch_for(model, processor, page_image):
@@ -267,3 +283,15 @@ def test_a_destination_under_a_file_is_refused_before_converting(native, tmp_pat
     assert main(["convert", str(source), str(tmp_path / "file.txt" / "native")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"'{tmp_path / 'file.txt'}' is a file" in err[0], err
+
+
+def test_converted_processor_drops_the_phrases_microsoft_bans_from_grounding(converted_dir):
+    """Microsoft's post-processing keeps a grounded phrase unless it is one of 72 pronouns and filler words
+    ("image", "a", "he", ...); only "a dog" here is a phrase (transformers' parser gives whole pixels)."""
+    _, processor = loading.load(str(converted_dir))
+    text = ("<s>image<loc_0><loc_0><loc_999><loc_999>a<loc_1><loc_1><loc_5><loc_5>he<loc_2><loc_2><loc_6><loc_6>"
+            "a dog<loc_100><loc_200><loc_300><loc_400></s>")
+    parsed = processor.post_process_generation(text=text, task="<CAPTION_TO_PHRASE_GROUNDING>", image_size=(1000, 500))
+    assert parsed == {"<CAPTION_TO_PHRASE_GROUNDING>": {"bboxes": [[100, 100, 300, 200]], "labels": ["a dog"]}}
+    banned = processor.post_processor.banned_grounding_tokens
+    assert len(banned) == 72 and {"I", "themselves", "each other", "a set", "other objects", "the"} <= banned
