@@ -8,6 +8,7 @@ from importlib import resources
 
 import pytest
 import torch
+from transformers import BartTokenizer
 
 from florence_tune.batch.collate import Collator, encoder_positions
 from florence_tune.cli import main
@@ -39,6 +40,18 @@ TO_ORIGINAL = (
 )
 VOCAB_ROWS = ("model.language_model.shared.weight", "model.language_model.encoder.embed_tokens.weight",
               "model.language_model.decoder.embed_tokens.weight", "lm_head.weight")
+
+
+# Florence-2's run-time vocabulary as Microsoft's processing_florence2.py adds it (microsoft/Florence-2-base),
+# written here independently of the package's table, typo included.
+ORIGINAL_ADDED_TOKENS = ["<od>", "</od>", "<ocr>", "</ocr>", *(f"<loc_{i}>" for i in range(1000)),
+                         "<cap>", "</cap>", "<ncap>", "</ncap>", "<dcap>", "</dcap>", "<grounding>", "</grounding>",
+                         "<seg>", "</seg>", "<sep>", "<region_cap>", "</region_cap>", "<region_to_desciption>",
+                         "</region_to_desciption>", "<proposal>", "</proposal>", "<poly>", "</poly>", "<and>"]
+BART_VOCAB_SIZE = 50265
+# Ids in the hub's native checkpoints (transformers' official conversion): BART's 50,265, the 1,024 above, <image>.
+OFFICIAL_IDS = {"<od>": 50265, "</ocr>": 50268, "<loc_0>": 50269, "<loc_999>": 51268, "<cap>": 51269,
+                "<region_to_desciption>": 51282, "</region_to_desciption>": 51283, "<and>": 51288, "<image>": 51289}
 
 
 def original_name(name: str) -> str:
@@ -84,6 +97,39 @@ def write_original(model, processor, folder, extra_weights=None, text_config=Non
     for code in ("modeling_florence2.py", "configuration_florence2.py", "processing_florence2.py"):
         (folder / code).write_text("raise SystemExit('the repository code ran')\n")
     return folder
+
+
+def widen_to_bart_vocabulary(folder):
+    """Give an original checkpoint written from the tiny model BART's full 50,265-token vocabulary: filler
+    tokens after the tiny BPE vocabulary, and zero rows for them in every vocabulary-sized weight."""
+    vocab = json.loads((folder / "vocab.json").read_text())
+    tiny_size = len(vocab)
+    fillers = {f"filler{i}": i for i in range(tiny_size, BART_VOCAB_SIZE)}
+    assert not fillers.keys() & vocab.keys()
+    (folder / "vocab.json").write_text(json.dumps({**vocab, **fillers}))
+    state = torch.load(folder / "pytorch_model.bin", weights_only=True)
+    for name in [original_name(n) for n in VOCAB_ROWS] + ["language_model.final_logits_bias"]:
+        bias = name.endswith("bias")  # (1, vocabulary); the others are (vocabulary, width)
+        tensor = state[name].t() if bias else state[name]
+        gap = tensor.new_zeros(BART_VOCAB_SIZE - tiny_size, tensor.shape[1])
+        tensor = torch.cat([tensor[:tiny_size], gap, tensor[tiny_size:]])
+        state[name] = tensor.t().contiguous() if bias else tensor
+    torch.save(state, folder / "pytorch_model.bin")
+    config = json.loads((folder / "config.json").read_text())
+    config["vocab_size"] = config["text_config"]["vocab_size"] = BART_VOCAB_SIZE + len(ORIGINAL_ADDED_TOKENS)
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+def save_tokenizer_as_remote_code_does(folder):
+    """The tokenizer files a fine-tune with the remote code saves: its processor added Florence-2's tokens
+    (special, after BART's vocabulary), so they are in the files already."""
+    size = len(json.loads((folder / "vocab.json").read_text()))
+    settings = json.loads((folder / "tokenizer_config.json").read_text())
+    settings["added_tokens_decoder"] = {
+        str(size + i): {"content": token, "lstrip": False, "normalized": False, "rstrip": False, "single_word": False,
+                        "special": True} for i, token in enumerate(ORIGINAL_ADDED_TOKENS)}
+    settings["additional_special_tokens"] = ORIGINAL_ADDED_TOKENS
+    (folder / "tokenizer_config.json").write_text(json.dumps(settings))
 
 
 def original_config(native, vocab_size: int, **text_settings) -> dict:
@@ -295,3 +341,19 @@ def test_converted_processor_drops_the_phrases_microsoft_bans_from_grounding(con
     assert parsed == {"<CAPTION_TO_PHRASE_GROUNDING>": {"bboxes": [[100, 100, 300, 200]], "labels": ["a dog"]}}
     banned = processor.post_processor.banned_grounding_tokens
     assert len(banned) == 72 and {"I", "themselves", "each other", "a set", "other objects", "the"} <= banned
+
+
+@pytest.mark.parametrize("tokenizer_from", ["Microsoft's repository", "a remote-code fine-tune"])
+def test_florence_tokens_get_the_ids_of_the_hubs_native_checkpoints(tokenizer_from, native, tmp_path):
+    model, processor = native
+    source = write_original(model, processor, tmp_path / "original")
+    widen_to_bart_vocabulary(source)
+    if tokenizer_from == "a remote-code fine-tune":
+        save_tokenizer_as_remote_code_does(source)
+        assert len(BartTokenizer.from_pretrained(str(source))) == OFFICIAL_IDS["<image>"]
+    main_convert(source, tmp_path / "native")
+    tokenizer = loading.load(str(tmp_path / "native"))[1].tokenizer
+
+    assert {token: tokenizer.convert_tokens_to_ids(token) for token in OFFICIAL_IDS} == OFFICIAL_IDS
+    assert tokenizer.convert_tokens_to_ids(ORIGINAL_ADDED_TOKENS) == list(range(BART_VOCAB_SIZE, 51289))
+    assert len(tokenizer) == 51290 and tokenizer.image_token_id == 51289
