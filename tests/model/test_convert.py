@@ -344,7 +344,8 @@ def test_converted_processor_drops_the_phrases_microsoft_bans_from_grounding(con
 
 
 @pytest.mark.parametrize("tokenizer_from", ["Microsoft's repository", "a remote-code fine-tune"])
-def test_florence_tokens_get_the_ids_of_the_hubs_native_checkpoints(tokenizer_from, native, tmp_path):
+def test_florence_tokens_get_the_ids_and_embedding_rows_of_the_hubs_native_checkpoints(tokenizer_from, native,
+                                                                                        tmp_path):
     model, processor = native
     source = write_original(model, processor, tmp_path / "original")
     widen_to_bart_vocabulary(source)
@@ -352,8 +353,23 @@ def test_florence_tokens_get_the_ids_of_the_hubs_native_checkpoints(tokenizer_fr
         save_tokenizer_as_remote_code_does(source)
         assert len(BartTokenizer.from_pretrained(str(source))) == OFFICIAL_IDS["<image>"]
     main_convert(source, tmp_path / "native")
-    tokenizer = loading.load(str(tmp_path / "native"))[1].tokenizer
+    converted, converted_processor = loading.load(str(tmp_path / "native"))
+    tokenizer = converted_processor.tokenizer
 
     assert {token: tokenizer.convert_tokens_to_ids(token) for token in OFFICIAL_IDS} == OFFICIAL_IDS
     assert tokenizer.convert_tokens_to_ids(ORIGINAL_ADDED_TOKENS) == list(range(BART_VOCAB_SIZE, 51289))
     assert len(tokenizer) == 51290 and tokenizer.image_token_id == 51289
+    # florence-community/Florence-2-base's 51,328 rows: 51,290 tokens padded to a multiple of 64.
+    assert converted.get_input_embeddings().weight.shape[0] == converted.config.text_config.vocab_size == 51328
+
+
+def test_embedding_rows_are_padded_to_a_multiple_of_64_starting_at_the_mean(native, converted_dir):
+    model, processor = native
+    converted, converted_processor = loading.load(str(converted_dir))
+    rows = converted.get_input_embeddings().weight
+    assert len(converted_processor.tokenizer) == 1976 and rows.shape[0] == 1984  # 31 x 64
+    assert converted.config.text_config.vocab_size == 1984 and converted.lm_head.weight.data_ptr() == rows.data_ptr()
+    kept = model.get_input_embeddings().weight[kept_rows(processor)]
+    torch.testing.assert_close(rows[: len(kept)], kept, rtol=0, atol=0)
+    # <image> and the padding: rows the original lacked, each the mean of the original ones.
+    torch.testing.assert_close(rows[len(kept):], kept.mean(dim=0).expand(1984 - len(kept), -1))

@@ -14,9 +14,10 @@ that adds Florence-2's location and task tokens at run time. Converting means:
   native names (``RENAMES``), the image projection transposed; DaViT's classifier head and final
   norm, which Florence-2 never uses, are dropped;
 * the tokenizer is the BART tokenizer of the checkpoint plus any of Florence-2's 1,024 added tokens
-  it lacks, in their original order, plus ``<image>``; the embedding matrix grows to match (new rows
-  start at the mean of the old ones); the image processor becomes a ``CLIPImageProcessor``, and the
-  processor parses generated text with Florence-2's own settings (``FLORENCE_POST_PROCESSOR_CONFIG``).
+  it lacks, in their original order, plus ``<image>``; the embedding matrix grows to match, padded to a
+  multiple of 64 rows as the official conversion pads it (new rows start at the mean of the old ones);
+  the image processor becomes a ``CLIPImageProcessor``, and the processor parses generated text with
+  Florence-2's own settings (``FLORENCE_POST_PROCESSOR_CONFIG``).
 """
 
 from __future__ import annotations
@@ -58,6 +59,9 @@ UNUSED = re.compile(r"^vision_tower\.(head|norms)\.")
 # Native weights that are tied to the shared embedding, so a checkpoint may omit them.
 TIED = ("model.language_model.encoder.embed_tokens.weight", "model.language_model.decoder.embed_tokens.weight",
         "lm_head.weight")
+# The official conversion pads the embedding (and the tied lm_head) to a multiple of 64 rows once <image> is
+# added (convert_florence2_original_pytorch_to_hf.py, huggingface/transformers): base 51,290 tokens, 51,328 rows.
+EMBEDDING_ROWS_MULTIPLE = 64
 # Original vision settings whose other values the native model does not implement.
 SUPPORTED_VISION = {
     ("visual_temporal_embedding", "type"): "COSINE",
@@ -280,13 +284,13 @@ def build_model(original: dict[str, Any], state: dict[str, Any], tokenizer):
 
 
 def _grow_embeddings(model, size: int) -> None:
-    """Room for the tokens the tokenizer gained; new rows start at the mean embedding (deterministic)."""
+    """A row for every token, padded to a multiple of ``EMBEDDING_ROWS_MULTIPLE`` as the official conversion
+    pads them; rows the checkpoint lacked start at its mean embedding (deterministic, where the official
+    script's ``mean_resizing`` draws them at random around that mean)."""
     import torch
 
     old = model.get_input_embeddings().weight.shape[0]
-    if size <= old:
-        return
-    model.resize_token_embeddings(size, mean_resizing=False)
+    model.resize_token_embeddings(size, pad_to_multiple_of=EMBEDDING_ROWS_MULTIPLE, mean_resizing=False)
     with torch.no_grad():
         weight = model.get_input_embeddings().weight
         weight[old:] = weight[:old].mean(dim=0, keepdim=True)
