@@ -373,3 +373,17 @@ def test_embedding_rows_are_padded_to_a_multiple_of_64_starting_at_the_mean(nati
     torch.testing.assert_close(rows[: len(kept)], kept, rtol=0, atol=0)
     # <image> and the padding: rows the original lacked, each the mean of the original ones.
     torch.testing.assert_close(rows[len(kept):], kept.mean(dim=0).expand(1984 - len(kept), -1))
+
+
+def test_generation_config_keeps_the_decoding_defaults_of_the_original_text_config(converted_dir):
+    """As the hub's native checkpoints have them: beam search over 3, no repeated 3-grams, forced BOS/EOS;
+    not the original's output_attentions, which would change what generate returns."""
+    saved = json.loads((converted_dir / "generation_config.json").read_text())
+    assert {key: saved.get(key) for key in ("num_beams", "no_repeat_ngram_size", "early_stopping",
+                                            "forced_bos_token_id", "forced_eos_token_id", "decoder_start_token_id",
+                                            "bos_token_id", "eos_token_id", "pad_token_id")} == {
+        "num_beams": 3, "no_repeat_ngram_size": 3, "early_stopping": True, "forced_bos_token_id": 0,
+        "forced_eos_token_id": 2, "decoder_start_token_id": 2, "bos_token_id": 0, "eos_token_id": 2, "pad_token_id": 1}
+    assert not saved.get("output_attentions") and not saved.get("return_dict_in_generate")
+    converted, _ = loading.load(str(converted_dir))
+    assert (converted.generation_config.num_beams, converted.generation_config.no_repeat_ngram_size) == (3, 3)

@@ -9,7 +9,8 @@ with ``trust_remote_code``) has a ``config.json`` with ``auto_map``, a ``davit``
 that adds Florence-2's location and task tokens at run time. Converting means:
 
 * the config fields are mapped onto ``Florence2Config`` (vision ``dim_embed`` → ``embed_dim``, the
-  position-embedding sizes out of their sub-dictionaries, the text config onto ``BartConfig``);
+  position-embedding sizes out of their sub-dictionaries, the text config onto ``BartConfig``), and its
+  decoding defaults (beam search over 3, no repeated 3-grams) onto the generation config;
 * the weights are read with safetensors or ``torch.load(weights_only=True)`` only, renamed to the
   native names (``RENAMES``), the image projection transposed; DaViT's classifier head and final
   norm, which Florence-2 never uses, are dropped;
@@ -94,6 +95,11 @@ FLORENCE_POST_PROCESSOR_CONFIG = {
 }
 _VISION_SAME_NAME = ("depths", "num_heads", "num_groups", "window_size", "projection_dim", "patch_size",
                      "patch_stride", "patch_padding", "patch_prenorm", "drop_path_rate")
+# Decoding defaults that Microsoft's text configs carry (microsoft/Florence-2-base config.json) and the official
+# conversion moves into generation_config.json (GenerationConfig.from_model_config). Not the output_* flags
+# those configs also set (they change what generate returns), nor a fine-tune's saved global defaults.
+GENERATION_SETTINGS = ("num_beams", "no_repeat_ngram_size", "early_stopping", "forced_bos_token_id",
+                       "forced_eos_token_id")
 # BART fields that are generation preferences, not architecture; our generation sets them explicitly.
 _TEXT_DROPPED = {"_name_or_path", "architectures", "model_type", "transformers_version", "output_attentions",
                  "output_hidden_states", "return_dict", "id2label", "label2id", "dtype", "torch_dtype"}
@@ -143,6 +149,12 @@ def text_config(original: dict[str, Any], state: dict[str, Any]) -> dict[str, An
     if positions is not None:
         text["max_position_embeddings"] = int(positions.shape[0]) - 2  # BART keeps two offset rows
     return text
+
+
+def generation_settings(original: dict[str, Any]) -> dict[str, Any]:
+    """The original text config's decoding defaults (``GENERATION_SETTINGS``) that it sets."""
+    text = original.get("text_config") or {}
+    return {name: text[name] for name in GENERATION_SETTINGS if text.get(name) is not None}
 
 
 # --- weights ------------------------------------------------------------------------------------
@@ -264,6 +276,7 @@ def build_model(original: dict[str, Any], state: dict[str, Any], tokenizer):
     config = Florence2Config(text_config=text_config(original, state), vision_config=vision_config(original),
                              image_token_id=tokenizer.image_token_id)
     model = Florence2ForConditionalGeneration(config)
+    model.generation_config.update(**generation_settings(original))
     expected = set(model.state_dict())
     missing = sorted(expected - set(state) - set(TIED))
     unexpected = sorted(set(state) - expected)
