@@ -8,6 +8,7 @@ from importlib import resources
 
 import pytest
 import torch
+from transformers import BartTokenizer
 
 from florence_tune.batch.collate import Collator, encoder_positions
 from florence_tune.cli import main
@@ -41,6 +42,18 @@ VOCAB_ROWS = ("model.language_model.shared.weight", "model.language_model.encode
               "model.language_model.decoder.embed_tokens.weight", "lm_head.weight")
 
 
+# Florence-2's run-time vocabulary as Microsoft's processing_florence2.py adds it (microsoft/Florence-2-base),
+# written here independently of the package's table, typo included.
+ORIGINAL_ADDED_TOKENS = ["<od>", "</od>", "<ocr>", "</ocr>", *(f"<loc_{i}>" for i in range(1000)),
+                         "<cap>", "</cap>", "<ncap>", "</ncap>", "<dcap>", "</dcap>", "<grounding>", "</grounding>",
+                         "<seg>", "</seg>", "<sep>", "<region_cap>", "</region_cap>", "<region_to_desciption>",
+                         "</region_to_desciption>", "<proposal>", "</proposal>", "<poly>", "</poly>", "<and>"]
+BART_VOCAB_SIZE = 50265
+# Ids in the hub's native checkpoints (transformers' official conversion): BART's 50,265, the 1,024 above, <image>.
+OFFICIAL_IDS = {"<od>": 50265, "</ocr>": 50268, "<loc_0>": 50269, "<loc_999>": 51268, "<cap>": 51269,
+                "<region_to_desciption>": 51282, "</region_to_desciption>": 51283, "<and>": 51288, "<image>": 51289}
+
+
 def original_name(name: str) -> str:
     for pattern, replacement in TO_ORIGINAL:
         if re.match(pattern, name):
@@ -54,9 +67,10 @@ def kept_rows(processor) -> list[int]:
     return [i for i in range(len(processor.tokenizer)) if i != image]
 
 
-def write_original(model, processor, folder, extra_weights=None):
+def write_original(model, processor, folder, extra_weights=None, text_config=None):
     """The tiny model as Microsoft's repositories lay it out: remote-code config, renamed pickled weights,
-    a BART tokenizer without Florence-2's run-time tokens, and a processor that names its own code."""
+    a BART tokenizer without Florence-2's run-time tokens, and a processor that names its own code.
+    ``text_config``: settings added to the original's text config."""
     folder.mkdir()
     keep = torch.tensor(kept_rows(processor))
     state = {}
@@ -68,7 +82,7 @@ def write_original(model, processor, folder, extra_weights=None):
                   "vision_tower.head.weight": torch.randn(1000, last_dim), "vision_tower.head.bias": torch.zeros(1000),
                   "language_model.final_logits_bias": torch.zeros(1, len(keep)), **(extra_weights or {})})
     torch.save(state, folder / "pytorch_model.bin")
-    (folder / "config.json").write_text(json.dumps(original_config(model.config, len(keep))))
+    (folder / "config.json").write_text(json.dumps(original_config(model.config, len(keep), **(text_config or {}))))
     for name in ("vocab.json", "merges.txt"):
         shutil.copy(resources.files("florence_tune") / "assets" / "tiny_tokenizer" / name, folder / name)
     (folder / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 1024,
@@ -85,12 +99,45 @@ def write_original(model, processor, folder, extra_weights=None):
     return folder
 
 
-def original_config(native, vocab_size: int) -> dict:
+def widen_to_bart_vocabulary(folder):
+    """Give an original checkpoint written from the tiny model BART's full 50,265-token vocabulary: filler
+    tokens after the tiny BPE vocabulary, and zero rows for them in every vocabulary-sized weight."""
+    vocab = json.loads((folder / "vocab.json").read_text())
+    tiny_size = len(vocab)
+    fillers = {f"filler{i}": i for i in range(tiny_size, BART_VOCAB_SIZE)}
+    assert not fillers.keys() & vocab.keys()
+    (folder / "vocab.json").write_text(json.dumps({**vocab, **fillers}))
+    state = torch.load(folder / "pytorch_model.bin", weights_only=True)
+    for name in [original_name(n) for n in VOCAB_ROWS] + ["language_model.final_logits_bias"]:
+        bias = name.endswith("bias")  # (1, vocabulary); the others are (vocabulary, width)
+        tensor = state[name].t() if bias else state[name]
+        gap = tensor.new_zeros(BART_VOCAB_SIZE - tiny_size, tensor.shape[1])
+        tensor = torch.cat([tensor[:tiny_size], gap, tensor[tiny_size:]])
+        state[name] = tensor.t().contiguous() if bias else tensor
+    torch.save(state, folder / "pytorch_model.bin")
+    config = json.loads((folder / "config.json").read_text())
+    config["vocab_size"] = config["text_config"]["vocab_size"] = BART_VOCAB_SIZE + len(ORIGINAL_ADDED_TOKENS)
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+def save_tokenizer_as_remote_code_does(folder):
+    """The tokenizer files a fine-tune with the remote code saves: its processor added Florence-2's tokens
+    (special, after BART's vocabulary), so they are in the files already."""
+    size = len(json.loads((folder / "vocab.json").read_text()))
+    settings = json.loads((folder / "tokenizer_config.json").read_text())
+    settings["added_tokens_decoder"] = {
+        str(size + i): {"content": token, "lstrip": False, "normalized": False, "rstrip": False, "single_word": False,
+                        "special": True} for i, token in enumerate(ORIGINAL_ADDED_TOKENS)}
+    settings["additional_special_tokens"] = ORIGINAL_ADDED_TOKENS
+    (folder / "tokenizer_config.json").write_text(json.dumps(settings))
+
+
+def original_config(native, vocab_size: int, **text_settings) -> dict:
     vision = native.vision_config
     text = {k: v for k, v in native.text_config.to_dict().items()
             if k not in ("model_type", "architectures", "transformers_version", "dtype")}
     text.update({"model_type": "florence2_language", "vocab_size": vocab_size, "no_repeat_ngram_size": 3,
-                 "num_beams": 3, "normalize_before": False, "add_final_layer_norm": False})
+                 "num_beams": 3, "normalize_before": False, "add_final_layer_norm": False, **text_settings})
     return {
         "architectures": ["Florence2ForConditionalGeneration"], "model_type": "florence2",
         "auto_map": {"AutoConfig": "configuration_florence2.Florence2Config",
@@ -119,6 +166,21 @@ def native():
         for parameter in model.parameters():
             parameter.add_(torch.randn_like(parameter) * 0.05)
     return model.eval(), processor
+
+
+# The decoding settings of Microsoft's text configs that the tiny model lacks (microsoft/Florence-2-base
+# config.json), and the flag that must not reach the generation config.
+MICROSOFT_TEXT_SETTINGS = {"early_stopping": True, "forced_bos_token_id": 0, "output_attentions": True}
+
+
+@pytest.fixture(scope="module")
+def converted_dir(native, tmp_path_factory):
+    """The tiny model written in the original layout with Microsoft's text settings, converted once."""
+    model, processor = native
+    folder = tmp_path_factory.mktemp("converted")
+    source = write_original(model, processor, folder / "original", text_config=MICROSOFT_TEXT_SETTINGS)
+    main_convert(source, folder / "native")
+    return folder / "native"
 
 
 def batch_for(model, processor, page_image):
@@ -267,3 +329,61 @@ def test_a_destination_under_a_file_is_refused_before_converting(native, tmp_pat
     assert main(["convert", str(source), str(tmp_path / "file.txt" / "native")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"'{tmp_path / 'file.txt'}' is a file" in err[0], err
+
+
+def test_converted_processor_drops_the_phrases_microsoft_bans_from_grounding(converted_dir):
+    """Microsoft's post-processing keeps a grounded phrase unless it is one of 72 pronouns and filler words
+    ("image", "a", "he", ...); only "a dog" here is a phrase (transformers' parser gives whole pixels)."""
+    _, processor = loading.load(str(converted_dir))
+    text = ("<s>image<loc_0><loc_0><loc_999><loc_999>a<loc_1><loc_1><loc_5><loc_5>he<loc_2><loc_2><loc_6><loc_6>"
+            "a dog<loc_100><loc_200><loc_300><loc_400></s>")
+    parsed = processor.post_process_generation(text=text, task="<CAPTION_TO_PHRASE_GROUNDING>", image_size=(1000, 500))
+    assert parsed == {"<CAPTION_TO_PHRASE_GROUNDING>": {"bboxes": [[100, 100, 300, 200]], "labels": ["a dog"]}}
+    banned = processor.post_processor.banned_grounding_tokens
+    assert len(banned) == 72 and {"I", "themselves", "each other", "a set", "other objects", "the"} <= banned
+
+
+@pytest.mark.parametrize("tokenizer_from", ["Microsoft's repository", "a remote-code fine-tune"])
+def test_florence_tokens_get_the_ids_and_embedding_rows_of_the_hubs_native_checkpoints(tokenizer_from, native,
+                                                                                        tmp_path):
+    model, processor = native
+    source = write_original(model, processor, tmp_path / "original")
+    widen_to_bart_vocabulary(source)
+    if tokenizer_from == "a remote-code fine-tune":
+        save_tokenizer_as_remote_code_does(source)
+        assert len(BartTokenizer.from_pretrained(str(source))) == OFFICIAL_IDS["<image>"]
+    main_convert(source, tmp_path / "native")
+    converted, converted_processor = loading.load(str(tmp_path / "native"))
+    tokenizer = converted_processor.tokenizer
+
+    assert {token: tokenizer.convert_tokens_to_ids(token) for token in OFFICIAL_IDS} == OFFICIAL_IDS
+    assert tokenizer.convert_tokens_to_ids(ORIGINAL_ADDED_TOKENS) == list(range(BART_VOCAB_SIZE, 51289))
+    assert len(tokenizer) == 51290 and tokenizer.image_token_id == 51289
+    # florence-community/Florence-2-base's 51,328 rows: 51,290 tokens padded to a multiple of 64.
+    assert converted.get_input_embeddings().weight.shape[0] == converted.config.text_config.vocab_size == 51328
+
+
+def test_embedding_rows_are_padded_to_a_multiple_of_64_starting_at_the_mean(native, converted_dir):
+    model, processor = native
+    converted, converted_processor = loading.load(str(converted_dir))
+    rows = converted.get_input_embeddings().weight
+    assert len(converted_processor.tokenizer) == 1976 and rows.shape[0] == 1984  # 31 x 64
+    assert converted.config.text_config.vocab_size == 1984 and converted.lm_head.weight.data_ptr() == rows.data_ptr()
+    kept = model.get_input_embeddings().weight[kept_rows(processor)]
+    torch.testing.assert_close(rows[: len(kept)], kept, rtol=0, atol=0)
+    # <image> and the padding: rows the original lacked, each the mean of the original ones.
+    torch.testing.assert_close(rows[len(kept):], kept.mean(dim=0).expand(1984 - len(kept), -1))
+
+
+def test_generation_config_keeps_the_decoding_defaults_of_the_original_text_config(converted_dir):
+    """As the hub's native checkpoints have them: beam search over 3, no repeated 3-grams, forced BOS/EOS;
+    not the original's output_attentions, which would change what generate returns."""
+    saved = json.loads((converted_dir / "generation_config.json").read_text())
+    assert {key: saved.get(key) for key in ("num_beams", "no_repeat_ngram_size", "early_stopping",
+                                            "forced_bos_token_id", "forced_eos_token_id", "decoder_start_token_id",
+                                            "bos_token_id", "eos_token_id", "pad_token_id")} == {
+        "num_beams": 3, "no_repeat_ngram_size": 3, "early_stopping": True, "forced_bos_token_id": 0,
+        "forced_eos_token_id": 2, "decoder_start_token_id": 2, "bos_token_id": 0, "eos_token_id": 2, "pad_token_id": 1}
+    assert not saved.get("output_attentions") and not saved.get("return_dict_in_generate")
+    converted, _ = loading.load(str(converted_dir))
+    assert (converted.generation_config.num_beams, converted.generation_config.no_repeat_ngram_size) == (3, 3)

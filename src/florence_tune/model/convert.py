@@ -9,13 +9,16 @@ with ``trust_remote_code``) has a ``config.json`` with ``auto_map``, a ``davit``
 that adds Florence-2's location and task tokens at run time. Converting means:
 
 * the config fields are mapped onto ``Florence2Config`` (vision ``dim_embed`` → ``embed_dim``, the
-  position-embedding sizes out of their sub-dictionaries, the text config onto ``BartConfig``);
+  position-embedding sizes out of their sub-dictionaries, the text config onto ``BartConfig``), and its
+  decoding defaults (beam search over 3, no repeated 3-grams) onto the generation config;
 * the weights are read with safetensors or ``torch.load(weights_only=True)`` only, renamed to the
   native names (``RENAMES``), the image projection transposed; DaViT's classifier head and final
   norm, which Florence-2 never uses, are dropped;
 * the tokenizer is the BART tokenizer of the checkpoint plus any of Florence-2's 1,024 added tokens
-  it lacks, in their original order, plus ``<image>``; the embedding matrix grows to match (new rows
-  start at the mean of the old ones); the image processor becomes a ``CLIPImageProcessor``.
+  it lacks, in their original order, plus ``<image>``; the embedding matrix grows to match, padded to a
+  multiple of 64 rows as the official conversion pads it (new rows start at the mean of the old ones);
+  the image processor becomes a ``CLIPImageProcessor``, and the processor parses generated text with
+  Florence-2's own settings (``FLORENCE_POST_PROCESSOR_CONFIG``).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from florence_tune.errors import UsageError
-from florence_tune.model.tiny import FLORENCE_MARKER_TOKENS, IMAGE_TOKEN, POST_PROCESSOR_CONFIG
+from florence_tune.model.tiny import FLORENCE_MARKER_TOKENS, IMAGE_TOKEN
 
 # (original name pattern, native replacement), tried in order; the first match wins.
 RENAMES: tuple[tuple[str, str], ...] = (
@@ -57,14 +60,46 @@ UNUSED = re.compile(r"^vision_tower\.(head|norms)\.")
 # Native weights that are tied to the shared embedding, so a checkpoint may omit them.
 TIED = ("model.language_model.encoder.embed_tokens.weight", "model.language_model.decoder.embed_tokens.weight",
         "lm_head.weight")
+# The official conversion pads the embedding (and the tied lm_head) to a multiple of 64 rows once <image> is
+# added (convert_florence2_original_pytorch_to_hf.py, huggingface/transformers): base 51,290 tokens, 51,328 rows.
+EMBEDDING_ROWS_MULTIPLE = 64
 # Original vision settings whose other values the native model does not implement.
 SUPPORTED_VISION = {
     ("visual_temporal_embedding", "type"): "COSINE",
     ("image_pos_embed", "type"): "learned_abs_2d",
     ("image_feature_source",): ["spatial_avg_pool", "temporal_avg_pool"],
 }
+# Florence-2's parsers of generated text, as transformers' official conversion gives them to the processor
+# (src/transformers/models/florence2/convert_florence2_original_pytorch_to_hf.py, huggingface/transformers);
+# the phrases are those Microsoft's processing_florence2.py drops from grounding (its black list, 72 phrases).
+_GROUNDING_BANNED = (
+    "I", "me", "mine", "myself", "you", "your", "yours", "yourself", "yourselves",
+    "he", "him", "his", "himself", "she", "her", "hers", "herself", "it", "its", "itself",
+    "we", "us", "our", "ours", "ourselves", "they", "them", "their", "theirs", "themselves",
+    "one", "oneself", "each other", "one another", "this", "that", "these", "those",
+    "who", "whom", "whose", "which", "what", "all", "another", "any", "anybody", "anyone", "anything",
+    "each", "everybody", "everyone", "everything", "few", "many", "nobody", "none", "several",
+    "some", "somebody", "someone", "something", "the image", "image", "images", "the", "a", "an",
+    "a group", "other objects", "lots", "a set",
+)
+FLORENCE_POST_PROCESSOR_CONFIG = {
+    # The official keys; transformers' parser reads "PATTERN"/"AREA_THRESHOLD", whose defaults are these values.
+    "ocr": {"pattern": r"(.+?)" + r"<loc_(\d+)>" * 8, "area_threshold": 0.0},
+    "phrase_grounding": {"banned_grounding_tokens": list(_GROUNDING_BANNED)},
+    "pure_text": {},
+    "description_with_bboxes": {},
+    "description_with_polygons": {},
+    "polygons": {},
+    "bboxes": {},
+    "description_with_bboxes_or_polygons": {},
+}
 _VISION_SAME_NAME = ("depths", "num_heads", "num_groups", "window_size", "projection_dim", "patch_size",
                      "patch_stride", "patch_padding", "patch_prenorm", "drop_path_rate")
+# Decoding defaults that Microsoft's text configs carry (microsoft/Florence-2-base config.json) and the official
+# conversion moves into generation_config.json (GenerationConfig.from_model_config). Not the output_* flags
+# those configs also set (they change what generate returns), nor a fine-tune's saved global defaults.
+GENERATION_SETTINGS = ("num_beams", "no_repeat_ngram_size", "early_stopping", "forced_bos_token_id",
+                       "forced_eos_token_id")
 # BART fields that are generation preferences, not architecture; our generation sets them explicitly.
 _TEXT_DROPPED = {"_name_or_path", "architectures", "model_type", "transformers_version", "output_attentions",
                  "output_hidden_states", "return_dict", "id2label", "label2id", "dtype", "torch_dtype"}
@@ -114,6 +149,12 @@ def text_config(original: dict[str, Any], state: dict[str, Any]) -> dict[str, An
     if positions is not None:
         text["max_position_embeddings"] = int(positions.shape[0]) - 2  # BART keeps two offset rows
     return text
+
+
+def generation_settings(original: dict[str, Any]) -> dict[str, Any]:
+    """The original text config's decoding defaults (``GENERATION_SETTINGS``) that it sets."""
+    text = original.get("text_config") or {}
+    return {name: text[name] for name in GENERATION_SETTINGS if text.get(name) is not None}
 
 
 # --- weights ------------------------------------------------------------------------------------
@@ -235,6 +276,7 @@ def build_model(original: dict[str, Any], state: dict[str, Any], tokenizer):
     config = Florence2Config(text_config=text_config(original, state), vision_config=vision_config(original),
                              image_token_id=tokenizer.image_token_id)
     model = Florence2ForConditionalGeneration(config)
+    model.generation_config.update(**generation_settings(original))
     expected = set(model.state_dict())
     missing = sorted(expected - set(state) - set(TIED))
     unexpected = sorted(set(state) - expected)
@@ -255,13 +297,13 @@ def build_model(original: dict[str, Any], state: dict[str, Any], tokenizer):
 
 
 def _grow_embeddings(model, size: int) -> None:
-    """Room for the tokens the tokenizer gained; new rows start at the mean embedding (deterministic)."""
+    """A row for every token, padded to a multiple of ``EMBEDDING_ROWS_MULTIPLE`` as the official conversion
+    pads them; rows the checkpoint lacked start at its mean embedding (deterministic, where the official
+    script's ``mean_resizing`` draws them at random around that mean)."""
     import torch
 
     old = model.get_input_embeddings().weight.shape[0]
-    if size <= old:
-        return
-    model.resize_token_embeddings(size, mean_resizing=False)
+    model.resize_token_embeddings(size, pad_to_multiple_of=EMBEDDING_ROWS_MULTIPLE, mean_resizing=False)
     with torch.no_grad():
         weight = model.get_input_embeddings().weight
         weight[old:] = weight[:old].mean(dim=0, keepdim=True)
@@ -290,7 +332,7 @@ def build_processor(source: Path, tokenizer, config):
         image_seq_length=seq_length,
     )
     return Florence2Processor(image_processor=image_processor, tokenizer=tokenizer,
-                              post_processor_config=POST_PROCESSOR_CONFIG)
+                              post_processor_config=FLORENCE_POST_PROCESSOR_CONFIG)
 
 
 def _read_json(path: Path) -> dict[str, Any]:

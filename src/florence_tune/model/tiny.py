@@ -26,14 +26,16 @@ IMAGE_SIZE = 128
 IMAGE_SEQ_LENGTH = (IMAGE_SIZE // 32) ** 2 + 1
 BPE_VOCAB_SIZE = 1200
 
-# Florence-2's own added vocabulary: region/task markers and 1000 location bins per axis.
+# Florence-2's own added vocabulary: region/task markers and 1000 location bins per axis, in the order and
+# spelling in which Microsoft's processing_florence2.py (microsoft/Florence-2-base) adds them after BART's
+# vocabulary, "desciption" included: checkpoints carry these names, and convert matches them by name.
 FLORENCE_MARKER_TOKENS = (
     ["<od>", "</od>", "<ocr>", "</ocr>"]
     + [f"<loc_{i}>" for i in range(1000)]
     + [
         "<cap>", "</cap>", "<ncap>", "</ncap>", "<dcap>", "</dcap>", "<grounding>", "</grounding>",
-        "<seg>", "</seg>", "<sep>", "<region_cap>", "</region_cap>", "<region_to_desc>",
-        "</region_to_desc>", "<proposal>", "</proposal>", "<poly>", "</poly>", "<and>",
+        "<seg>", "</seg>", "<sep>", "<region_cap>", "</region_cap>", "<region_to_desciption>",
+        "</region_to_desciption>", "<proposal>", "</proposal>", "<poly>", "</poly>", "<and>",
     ]
 )
 IMAGE_TOKEN = "<image>"
