@@ -178,4 +178,5 @@ def test_a_run_stopped_before_its_first_checkpoint_is_started_again_but_a_foreig
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
     assert main(["train", "--output-dir", str(foreign), "--eval-split", "none", *TINY_RUN]) == 2
-    assert "already holds" in capsys.readouterr().err and [p.name for p in foreign.iterdir()] == ["notes.txt"]
+    assert "holds files that are not a run (notes.txt)" in capsys.readouterr().err
+    assert [p.name for p in foreign.iterdir()] == ["notes.txt"]

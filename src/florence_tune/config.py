@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -332,16 +333,22 @@ def build(cls: type, values: dict[str, Any], *, source: str = "config") -> Any:
     return cls(**kwargs)
 
 
+_FLOAT_TEXT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
 def _coerce(cls: type, f: dataclasses.Field, value: Any, source: str) -> Any:
     """A value from YAML held to the type its flag takes: nothing is rounded (2.5 → 2) or reread (true → 1)."""
     kind = _field_type(cls, f)
     if value is None:
         if f.default is None:
             return None
-        raise UsageError(f"setting '{f.name}' in {source} is empty (null); give a {kind.__name__} or leave it out")
+        raise UsageError(f"setting '{f.name}' in {source} is empty (null); give a value of type {kind.__name__} "
+                         "or leave it out")
     number = isinstance(value, int | float) and not isinstance(value, bool)
+    # YAML 1.1 reads 1e-4 (no dot) as text; the flag takes it as the number it is, and so does the file
+    written_number = isinstance(value, str) and _FLOAT_TEXT.match(value.strip()) is not None
     accepted = {bool: isinstance(value, bool), int: number and isinstance(value, int),
-                float: number, str: isinstance(value, str) or number, list: isinstance(value, list)}
+                float: number or written_number, str: isinstance(value, str) or number, list: isinstance(value, list)}
     if not accepted.get(kind, True):
         raise UsageError(f"setting '{f.name}' in {source} must be {kind.__name__}, got {value!r}")
     try:

@@ -213,9 +213,15 @@ def check_replaceable_run(run_dir: str | Path, inputs: Iterable[Path]) -> None:
     folder = resolved(run_dir)
     foreign = _foreign(folder)
     if foreign or not (folder / "config.yaml").is_file():
-        what = f"holds {', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}" if foreign else "no config.yaml"
+        what = f"holds {foreign_listing(folder)}" if foreign else "no config.yaml"
         raise UsageError(f"--output-dir '{run_dir}' is not a florence-tune run ({what}); --overwrite replaces only "
                          "a run folder: choose another --output-dir or empty it yourself")
+
+
+def foreign_listing(folder: str | Path) -> str:
+    """The first few entries of ``folder`` that no run writes, for a message."""
+    foreign = _foreign(Path(folder))
+    return ", ".join(foreign[:3]) + (" ..." if len(foreign) > 3 else "")
 
 
 def _foreign(folder: Path) -> list[str]:
@@ -248,3 +254,4 @@ def check_output_file(output: str | Path, flag: str, *, inputs: Iterable[Path], 
                              "part of the dataset next time); write it elsewhere")
     if target.is_dir():
         raise UsageError(f"{flag} '{output}' is a folder; name a file")
+    check_creatable(target.parent, flag)

@@ -294,10 +294,14 @@ def test_yaml_values_of_the_wrong_type_are_refused_as_the_flag_would_be(text, me
 
 
 def test_yaml_values_the_flags_accept_still_load(tmp_path):
+    import yaml
+
     from florence_tune.config import build
 
     built = build(TrainConfig, {"epochs": 2, "lr": 1, "lr_scheduler": "cosine", "resume": None, "shuffle": False})
     assert (built.epochs, built.lr, built.shuffle, built.resume) == (2.0, 1.0, False, None)
+    # YAML 1.1 reads 1e-4 (no dot) as a string; --lr 1e-4 is a number, so the file's value is one too
+    assert build(TrainConfig, yaml.safe_load("lr: 1e-4\nweight_decay: 5E-2\n")).lr == 1e-4
 
 
 @pytest.mark.parametrize(("argv", "message"), [
@@ -316,10 +320,18 @@ def test_yaml_values_the_flags_accept_still_load(tmp_path):
     (["train", "--report-to", "tensorbord"], "--report-to 'tensorbord' is not a logger transformers knows"),
     (["train", "--report-to", "wandb"], "--report-to wandb needs its package: pip install wandb"),
     (["train", "--freeze", "*"], "nothing is left to train"),
+    (["train", "--report-to", "tensorboard,none"], "--report-to none means no logger"),
+    (["train", "--task-prompt", "<OD>"], "--task-prompt '<OD>' takes no text"),
+    (["evaluate", "--model", "tiny", "--task-prompt", "<OCR>"], "--task-prompt '<OCR>' takes no text"),
+    (["evaluate", "--model", "tiny", "--output", "{file}/p.jsonl"], "'{file}' is a file"),
+    (["train", "--page-cache", "{file}/sub"], "'{file}' is a file"),
+    (["data", "inspect", "synthetic", "--sheet", "{file}/x.png"], "'{file}' is a file"),
+    (["train", "--output-dir", "{dir}"], "holds files that are not a run (notes.txt)"),
 ])
 def test_settings_that_cannot_work_are_one_line_before_any_work(argv, message, tmp_path, capsys):
     (tmp_path / "file.txt").write_text("x")
     (tmp_path / "dir").mkdir()
+    (tmp_path / "dir" / "notes.txt").write_text("mine")
     run = tmp_path / "run"
     run.mkdir()
     (run / "metrics.jsonl").write_text('{"step": 1, "loss": 1.0}\n')

@@ -13,6 +13,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from florence_tune.model import tiny
+
 pytestmark = pytest.mark.multiprocess
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).resolve().parent / "distributed_worker.py"
@@ -43,7 +45,7 @@ def run_worker(tmp: Path, nproc: int, **settings) -> list[dict[str, torch.Tensor
 
 def test_two_processes_end_with_bit_identical_weights_and_keep_the_strategy(tmp_path):
     rank0, rank1 = run_worker(tmp_path, 2, max_steps=3, batch_size=2, strategy="freeze-vision")
-    initial = load_file(str(Path(os.environ["FLORENCE_TUNE_CACHE"]) / "tiny-v3" / "model.safetensors"))
+    initial = load_file(str(tiny.tiny_dir() / "model.safetensors"))
     vision = [k for k in initial if k.startswith("model.vision_tower.")]
     assert vision and all(torch.equal(rank0[k], initial[k]) for k in vision), "the frozen tower moved"
     assert any(not torch.equal(rank0[k], initial[k]) for k in initial if k not in vision), "training changed nothing"
@@ -56,7 +58,7 @@ def test_two_ranks_of_batch_b_equal_one_rank_of_batch_2b(tmp_path):
     # biases) into full-size steps and hide what we compare, the averaged gradients.
     (two,) = run_worker(tmp_path / "two", 2, max_steps=3, batch_size=2, optim="sgd", lr=0.05)[:1]
     (one,) = run_worker(tmp_path / "one", 1, max_steps=3, batch_size=4, optim="sgd", lr=0.05)
-    initial = load_file(str(Path(os.environ["FLORENCE_TUNE_CACHE"]) / "tiny-v3" / "model.safetensors"))
+    initial = load_file(str(tiny.tiny_dir() / "model.safetensors"))
     assert sum(not torch.equal(one[k], initial[k]) for k in initial) > len(initial) // 2
     for name in one:
         torch.testing.assert_close(two[name], one[name], rtol=1e-4, atol=1e-5, msg=name)

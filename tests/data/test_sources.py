@@ -270,6 +270,8 @@ def test_a_small_source_without_validation_lends_a_tenth_of_its_rows(tmp_path, s
     big = builders.write_jsonl(tmp_path / "big.jsonl",
                                [{"image": "p.png", "question": f"q{i}", "answers": ["a"]} for i in range(300)])
     assert len(data.load(str(big), "validation", streaming=False)) == 100, "a big source lends --holdout-rows"
+    with pytest.raises(UsageError, match="with --holdout-rows above 0 it lends rows .* --eval-split none"):
+        data.load(str(file), "validation", holdout_rows=0)
     single = builders.write_jsonl(tmp_path / "one.jsonl", [{"image": "p.png", "question": "q", "answers": ["a"]}])
     with pytest.raises(UsageError, match="has no rows .*--holdout-rows"):  # its one row went to validation
         data.check_usable(data.load(str(single), "train", streaming=True, holdout_rows=100), "train")

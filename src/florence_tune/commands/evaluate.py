@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,8 @@ def run(config: EvalConfig) -> dict[str, Any]:
         data.warn_if_mostly_unusable(skipped, len(found), f"split '{config.split}' of '{config.dataset}'")
     if distributed.is_main():
         records.write_predictions(found, config.output)
-        check_column(found, config.group_by)  # known only now; the predictions are kept
+        with report_errors(f"the predictions are written to {config.output}"):
+            check_column(found, config.group_by)  # the columns are known only now; the predictions are kept
         if config.report and not dataset.predict_only:
             path = Path(config.output).with_name("report.html")
             write_evaluation_report(found, summary, asdict(config), dataset, path, column=config.group_by)
@@ -46,11 +48,21 @@ def run(config: EvalConfig) -> dict[str, Any]:
     return summary
 
 
+@contextlib.contextmanager
+def report_errors(note: str):
+    """A usage error raised after the predictions were written says where they are."""
+    try:
+        yield
+    except UsageError as exc:
+        raise UsageError(f"{exc}; {note}") from None
+
+
 def validate(config: EvalConfig) -> list[str] | None:
     """Everything that can be checked before a model or a row is loaded; returns the metric names."""
     if not config.model:
         raise UsageError("evaluate needs --model (e.g. --model runs/demo, --model tiny or a hub id)")
     check_bounds(config)
+    options.task_prompt(config)
     metric_names = task_metrics.parse_names(config.metrics)  # a misspelt metric fails before any heavy work
     paths.check_output_file(config.output, "--output", inputs=paths.local_inputs(config.model),
                             data=paths.local_inputs(config.dataset))

@@ -10,7 +10,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from florence_tune import data, hub
+from florence_tune import data, hub, paths
 from florence_tune.commands import options
 from florence_tune.config import InspectConfig, check_bounds
 from florence_tune.model import loading
@@ -22,6 +22,7 @@ def run(config: InspectConfig) -> dict[str, Any]:
     """Statistics of one split (the JSON the command prints) and its contact sheet."""
     check_bounds(config)
     sheet.format_of(config.sheet)  # a name no image format fits is refused before the pass, not after
+    paths.check_creatable(Path(config.sheet).expanduser().absolute().parent, "--sheet")
     answerless = data.predict_only(config.dataset, config.split)
     dataset = data.load(config.dataset, config.split, options.data_options(config, limit=config.max_samples),
                         require_answer=not answerless)

@@ -13,15 +13,24 @@ import yaml
 
 from florence_tune import tasks
 from florence_tune.data import DataOptions
+from florence_tune.errors import UsageError
 from florence_tune.evaluation.generation import Decoding
 from florence_tune.model.strategies import LoraSettings
 
 
 def task_prompt(config) -> str:
-    """The prompt given, else the one the run named by ``--model`` was trained with (its config.yaml), else VQA."""
-    if config.task_prompt is not None:
-        return config.task_prompt
-    model = Path(str(config.model or "")).expanduser()
+    """The prompt put before questions: the one given, else the one the run named by ``--model`` was trained
+    with (its config.yaml), else VQA. A task token that takes no text cannot be one."""
+    prompt = config.task_prompt if config.task_prompt is not None else _saved_prompt(config.model)
+    if prompt.strip() in tasks.BARE_TOKEN_TASKS:
+        raise UsageError(f"--task-prompt '{prompt}' takes no text, so no question can follow it: ask with a "
+                         "question prompt such as <VQA> or <DocVQA>, or run the task itself (predict --task "
+                         f"{prompt.strip()}; task data such as synthetic:detection to train it)")
+    return prompt
+
+
+def _saved_prompt(model_spec: str | None) -> str:
+    model = Path(str(model_spec or "")).expanduser()
     for saved in (model / "config.yaml", model.parent / "config.yaml"):  # a run, or its final/ or checkpoint-N/
         if model.exists() and saved.is_file():
             with contextlib.suppress(OSError, yaml.YAMLError, AttributeError):

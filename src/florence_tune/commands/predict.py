@@ -47,11 +47,7 @@ def build_prompt(config: PredictConfig) -> tuple[str, str | None]:
     if (config.question is None) == (config.task is None):
         raise UsageError("give exactly one of --question TEXT or --task <CAPTION>|<OCR>|<OD>|...")
     if config.question is not None:
-        prompt = options.task_prompt(config)
-        if prompt.strip() in tasks.BARE_TOKEN_TASKS:
-            raise UsageError(f"--task-prompt {prompt} takes no question; run it with --task {prompt.strip()} "
-                             "instead of --question, or ask with a VQA prompt such as <VQA>")
-        return prompt + config.question, None
+        return options.task_prompt(config) + config.question, None
     task = config.task.strip()
     if not (task.startswith("<") and ">" in task):
         raise UsageError(f"--task must start with a Florence-2 task token such as <CAPTION> or <OD> (got {task!r})")

@@ -134,8 +134,11 @@ def validate(config: TrainConfig) -> None:
     check_library_names(config)
     check_best_checkpoint(config)
     check_precision(config)
-    if config.page_cache not in (None, "auto") and Path(config.page_cache).expanduser().is_file():
-        raise UsageError(f"--page-cache '{config.page_cache}' is a file; name a folder for the cache, or 'auto'")
+    if config.page_cache not in (None, "auto"):
+        if Path(config.page_cache).expanduser().is_file():
+            raise UsageError(f"--page-cache '{config.page_cache}' is a file; name a folder for the cache, or 'auto'")
+        paths.check_creatable(Path(config.page_cache).expanduser(), "--page-cache")
+    options.task_prompt(config)
     if data.makes_stream(config.dataset, config.streaming) and config.max_steps <= 0:
         why = "--streaming" if config.streaming else "a weighted mixture"
         raise UsageError(f"{why} has no length to count epochs by; give --max-steps (e.g. --max-steps 1000)")
@@ -204,7 +207,11 @@ def check_library_names(config: TrainConfig) -> None:
             raise UsageError(f"{flag} '{value}' is not a transformers {what}; choose one of {', '.join(accepted)}")
     known = integration_utils.INTEGRATION_TO_CALLBACK
     installed = integration_utils.get_available_reporting_integrations()
-    for name in options.split_list(config.report_to):
+    names = options.split_list(config.report_to)
+    if len(names) > 1 and any(name.lower() == "none" for name in names):
+        raise UsageError(f"--report-to none means no logger; give it alone, or name only loggers (got "
+                         f"'{config.report_to}')")
+    for name in names:
         if name.lower() in ("none", "all"):
             continue
         if name not in known:
@@ -308,6 +315,9 @@ def refuse_existing_run(run_dir: Path, config: TrainConfig) -> None:
     state = paths.run_state(run_dir)
     if state == "empty":
         return
+    if state == "other" and not config.overwrite:
+        raise UsageError(f"--output-dir '{run_dir}' holds files that are not a run ({paths.foreign_listing(run_dir)}); "
+                         "choose an empty or new folder")
     if state != "started" and not config.overwrite:
         raise UsageError(f"output directory '{run_dir}' already holds a run; pass --overwrite to replace it "
                          "or choose another --output-dir")

@@ -227,7 +227,9 @@ def _pick(splits: dict[str, Callable], split: str, holdout: int, name: str) -> C
         return Component(name, rows, adapter=None, size=_size(rows, own))
     if split in VALIDATION_NAMES and "train" in splits and holdout > 0:
         return _held_out(splits["train"](), holdout, name, keep=True)
-    raise UsageError(f"dataset '{name}' has no split '{split}' (it has: {', '.join(sorted(splits))})")
+    hint = ("; with --holdout-rows above 0 it lends rows of its train split, or pass --eval-split none"
+            if split in VALIDATION_NAMES and "train" in splits and holdout <= 0 else "")
+    raise UsageError(f"dataset '{name}' has no split '{split}' (it has: {', '.join(sorted(splits))}){hint}")
 
 
 def _held_out(rows, holdout: int, name: str, keep: bool) -> Component:
@@ -240,9 +242,10 @@ def _held_out(rows, holdout: int, name: str, keep: bool) -> Component:
     total = len(rows) if mapped else sum(1 for _ in rows.take(holdout))
     cut = holdout if total >= holdout else max(1, total // 10)
     if keep:
-        log.warning("dataset '%s' has no validation split: %d of its %s rows %s held out for validation "
-                    "(--holdout-rows %d)", name, cut, total if total < holdout else f"{total} or more",
-                    "is" if cut == 1 else "are", holdout)
+        lent = (f"{cut} of its {total} rows {'is' if cut == 1 else 'are'}" if total < holdout
+                else f"its first {cut} rows are")
+        log.warning("dataset '%s' has no validation split: %s held out for validation (--holdout-rows %d)",
+                    name, lent, holdout)
     if mapped:  # a contiguous row range, no copy
         wanted = range(cut) if keep else range(cut, len(rows))
         chosen = rows.select(wanted) if len(wanted) else rows.select([])  # datasets rejects an empty range at the end

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from florence_tune.paths import cache_root
 
-TINY_VERSION = "3"
+TINY_VERSION = "4"  # bumped whenever what the tiny model is built from changes (4: the original token spellings)
 IMAGE_SIZE = 128
 # The vision tower downsamples by 32 (strides 4, 2, 2, 2): 4x4 spatial tokens plus one pooled token.
 IMAGE_SEQ_LENGTH = (IMAGE_SIZE // 32) ** 2 + 1
