@@ -2,12 +2,20 @@
 
 import random
 
+import numpy as np
 import pytest
 import torch
 
 from florence_tune import tasks
 
 SIZES = [(384, 512), (1000, 1000), (37, 1999), (768, 768), (1, 1)]
+SIDES = [1, 7, 37, 384, 480, 512, 640, 768, 999, 1000, 1001, 1700, 1999, 2200, 3000, 4000]
+
+
+def exact_bin(value, size: int) -> int:
+    """floor(value * 1000 / size) in integers, from the value's exact binary fraction, clamped to 0..999."""
+    numerator, denominator = float(value).as_integer_ratio()
+    return min(max(numerator * tasks.BINS // (denominator * size), 0), tasks.BINS - 1)
 
 
 def random_boxes(rng: random.Random, width: int, height: int, n: int) -> list[list[float]]:
@@ -27,6 +35,29 @@ def test_our_quantiser_is_the_processors(tiny, size):
     ours = [[tasks.quantize(b[0], size[0]), tasks.quantize(b[1], size[1]), tasks.quantize(b[2], size[0]),
              tasks.quantize(b[3], size[1])] for b in boxes]
     assert ours == theirs
+
+
+def test_the_quantiser_is_exact_on_integer_coordinates():
+    for size in SIDES:
+        assert [tasks.quantize(v, size) for v in range(size + 1)] == [min(v * 1000 // size, 999)
+                                                                      for v in range(size + 1)], size
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_quantiser_is_exact_on_floats_at_and_beside_every_bin_edge(dtype):
+    for size in SIDES:
+        edges = np.array([k * size / tasks.BINS for k in range(tasks.BINS + 1)], dtype=dtype)
+        values = np.concatenate([edges, np.nextafter(edges, dtype(-np.inf)), np.nextafter(edges, dtype(np.inf))])
+        assert [tasks.quantize(v, size) for v in values] == [exact_bin(v, size) for v in values], size
+
+
+def test_boxes_given_as_float32_tensors_are_quantised_exactly():
+    size = (1700, 2200)
+    edges = torch.tensor([[k * 1.7, k * 2.2, k * 1.7, k * 2.2] for k in range(1000)], dtype=torch.float32)
+    for box in torch.cat([edges, torch.nextafter(edges, torch.tensor(0.0))]):
+        expected = [exact_bin(box[0], 1700), exact_bin(box[1], 2200), exact_bin(box[2], 1700),
+                    exact_bin(box[3], 2200)]
+        assert tasks.box_tokens(box, size) == "".join(f"<loc_{b}>" for b in expected), box.tolist()
 
 
 @pytest.mark.parametrize("size", SIZES)

@@ -1,10 +1,11 @@
 """Florence-2 tasks: their task tokens, how a box becomes text, and how generated text becomes boxes.
 
 A box is written the way the pretrained checkpoints write it: ``label<loc_x1><loc_y1><loc_x2><loc_y2>``,
-each coordinate quantised to one of 1000 bins of the image's width or height. The quantiser is the
-processor's own (``Florence2PostProcessor.quantize``: floor, then clamp to 0..999), so a coordinate
-equal to the image width lands in bin 999 and ``<loc_1000>`` (absent from the vocabulary) is never
-written. Decoding goes through ``processor.post_process_generation``, which maps a bin to its centre.
+each coordinate quantised to one of 1000 bins of the image's width or height. The quantiser follows
+the processor's rule (``Florence2PostProcessor.quantize``: floor, then clamp to 0..999), computed exactly,
+so a coordinate equal to the image width lands in bin 999 and ``<loc_1000>`` (absent from the
+vocabulary) is never written. Decoding goes through ``processor.post_process_generation``, which maps a
+bin to its centre.
 
     >>> encode_objects(["table"], [[0, 0, 384, 512]], (384, 512))
     'table<loc_0><loc_0><loc_999><loc_999>'
@@ -13,7 +14,9 @@ written. Decoding goes through ``processor.post_process_generation``, which maps
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
+from fractions import Fraction
 from typing import Any
 
 VQA = "<VQA>"
@@ -60,9 +63,18 @@ def prompt_for(task: str, text: str = "") -> str:
 
 
 def quantize(value: float, size: float) -> int:
-    """Bin of one coordinate, exactly as ``Florence2PostProcessor.quantize`` computes it."""
-    per_bin = size / BINS
-    return int(min(max(math.floor(value / per_bin), 0), BINS - 1))
+    """Bin of one coordinate: ``floor(value * 1000 / size)`` clamped to 0..999, the rule of
+    ``Florence2PostProcessor.quantize``. Computed on the exact values (a float is a binary fraction), not
+    in floating point as the processor does: its ``value / (size / 1000)`` lands one bin off when the
+    quotient is at or next to a bin edge (33 px of 2200 gives bin 14, not 15; 6.6 px of 2200 held as
+    float32, 6.5999999 exactly, gives bin 3, not 2, in float32 arithmetic)."""
+    quotient = math.floor(_exact(value) * BINS / _exact(size))
+    return min(max(quotient, 0), BINS - 1)
+
+
+def _exact(number) -> Fraction:
+    """The exact rational value of an int, a float, a NumPy or a 0-d torch number (float32 is exact as float)."""
+    return Fraction(number) if isinstance(number, numbers.Rational) else Fraction(float(number))
 
 
 def box_tokens(box: Sequence[float], image_size: tuple[int, int]) -> str:
