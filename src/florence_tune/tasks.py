@@ -4,8 +4,8 @@ A box is written the way the pretrained checkpoints write it: ``label<loc_x1><lo
 each coordinate quantised to one of 1000 bins of the image's width or height. The quantiser follows
 the processor's rule (``Florence2PostProcessor.quantize``: floor, then clamp to 0..999), computed exactly,
 so a coordinate equal to the image width lands in bin 999 and ``<loc_1000>`` (absent from the
-vocabulary) is never written. Decoding goes through ``processor.post_process_generation``, which maps a
-bin to its centre.
+vocabulary) is never written. Generated text is read by ``processor.post_process_generation``, and each
+bin becomes its centre in pixels as a float (``dequantize``).
 
     >>> encode_objects(["table"], [[0, 0, 384, 512]], (384, 512))
     'table<loc_0><loc_0><loc_999><loc_999>'
@@ -84,6 +84,12 @@ def box_tokens(box: Sequence[float], image_size: tuple[int, int]) -> str:
     return "".join(f"<loc_{b}>" for b in bins)
 
 
+def dequantize(index: int, size: float) -> float:
+    """The centre of a bin in pixels: the processor's ``(index + 0.5) * size / 1000``, kept as a float (its
+    ``dequantize`` truncates to whole pixels). An index past 999 (a ``<loc_1000>`` spelt out) is bin 999."""
+    return (min(max(index, 0), BINS - 1) + 0.5) * size / BINS
+
+
 def encode_objects(labels: Sequence[str], boxes: Sequence[Sequence[float]], image_size: tuple[int, int]) -> str:
     """Target text of an ``<OD>``-style answer: each box after its own label, in the order given."""
     return "".join(clean_label(label) + box_tokens(box, image_size) for label, box in zip(labels, boxes, strict=True))
@@ -113,8 +119,16 @@ def strip_markers(text: str) -> str:
 
 
 def parse_boxes(processor, text: str, task: str, image_size: tuple[int, int]) -> dict[str, list]:
-    """``{"boxes": [[x1, y1, x2, y2], ...], "labels": [...]}`` from generated text, via the processor."""
-    parsed = processor.post_process_generation(text=text, task=task, image_size=tuple(image_size))[task]
-    boxes = parsed.get("bboxes", [])
+    """``{"boxes": [[x1, y1, x2, y2], ...], "labels": [...]}`` from generated text or a target.
+
+    The processor's parser finds the labels and their bins. It is asked for a 1000 x 1000 image, where its
+    dequantize gives each bin back unchanged (``int(bin + 0.5)``), and ``dequantize`` maps the bins onto
+    the real image: the processor's own pixels are truncated to integers, which moves a small box by up to
+    a pixel and costs a perfect answer its IoU.
+    """
+    parsed = processor.post_process_generation(text=text, task=task, image_size=(BINS, BINS))[task]
+    width, height = image_size
+    boxes = [[dequantize(x1, width), dequantize(y1, height), dequantize(x2, width), dequantize(y2, height)]
+             for x1, y1, x2, y2 in parsed.get("bboxes", [])]
     labels = parsed.get("labels", parsed.get("bboxes_labels", []))
-    return {"boxes": [[float(v) for v in box] for box in boxes], "labels": [str(label) for label in labels]}
+    return {"boxes": boxes, "labels": [str(label) for label in labels]}
