@@ -82,6 +82,16 @@ def test_round_trip_through_tokens_and_post_processing(tiny, size):
             assert abs(value - decoded) <= allowed + 1e-9, (box, back)
 
 
+@pytest.mark.parametrize("task", [tasks.OD, tasks.GROUNDING, tasks.DENSE_REGION_CAPTION])
+def test_labels_keep_every_character_through_tokens_and_post_processing(tiny, task):
+    _, processor = tiny
+    labels = ["café", "straße", "日本語の表", "a \\ b", "\\00e9 literal", "table"]
+    target = tasks.encode_objects(labels, [[10, 10, 50, 40]] * len(labels), (384, 512))
+    ids = processor.tokenizer("<s>" + target + "</s>", add_special_tokens=False)["input_ids"]
+    raw = processor.batch_decode([ids], skip_special_tokens=False)[0]
+    assert tasks.parse_boxes(processor, tasks.strip_markers(raw), task, (384, 512))["labels"] == labels
+
+
 def test_edges_land_in_the_first_and_last_bin():
     assert tasks.box_tokens([0, 0, 384, 512], (384, 512)) == "<loc_0><loc_0><loc_999><loc_999>"
     assert tasks.quantize(-5, 100) == 0 and tasks.quantize(1e9, 100) == 999

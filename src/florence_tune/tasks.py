@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 from collections.abc import Sequence
 from fractions import Fraction
 from typing import Any
@@ -41,6 +42,10 @@ LOCATION_TASKS = BOX_TASKS | frozenset({"<OCR_WITH_REGION>", "<OPEN_VOCABULARY_D
 
 BINS = 1000
 _GENERATION_MARKERS = ("<s>", "</s>", "<pad>")
+# What parse_boxes escapes (a character outside ASCII, and the backslash that starts an escape) and the
+# escape itself: a backslash and the code point in six hex digits.
+_UNSAFE = re.compile(r"[^\x00-\x7f]|\\")
+_ESCAPED = re.compile(r"\\([0-9a-f]{6})")
 
 
 def task_of(meta: dict[str, Any] | None, prompt: str | None = None) -> str:
@@ -121,14 +126,20 @@ def strip_markers(text: str) -> str:
 def parse_boxes(processor, text: str, task: str, image_size: tuple[int, int]) -> dict[str, list]:
     """``{"boxes": [[x1, y1, x2, y2], ...], "labels": [...]}`` from generated text or a target.
 
-    The processor's parser finds the labels and their bins. It is asked for a 1000 x 1000 image, where its
-    dequantize gives each bin back unchanged (``int(bin + 0.5)``), and ``dequantize`` maps the bins onto
-    the real image: the processor's own pixels are truncated to integers, which moves a small box by up to
-    a pixel and costs a perfect answer its IoU.
+    The processor's parser finds the labels and their bins, with two departures that would otherwise
+    cost a perfect answer its score. It is asked for a 1000 x 1000 image, where its dequantize gives each
+    bin back unchanged (``int(bin + 0.5)``), and ``dequantize`` maps the bins onto the real image: the
+    processor's own pixels are truncated to integers, which moves a small box by up to a pixel. And it
+    reads the text with every non-ASCII character escaped: its parsers end each label with
+    ``phrase.encode("ascii", "ignore")`` (``parse_description_with_bboxes_from_text_and_spans`` and
+    ``parse_phrase_grounding_from_text_and_spans`` in transformers' processing_florence2.py), so ``café``
+    would come back as ``caf`` and two Japanese labels as the same empty one.
     """
-    parsed = processor.post_process_generation(text=text, task=task, image_size=(BINS, BINS))[task]
+    ascii_text = _UNSAFE.sub(lambda match: f"\\{ord(match.group()):06x}", text)
+    parsed = processor.post_process_generation(text=ascii_text, task=task, image_size=(BINS, BINS))[task]
     width, height = image_size
     boxes = [[dequantize(x1, width), dequantize(y1, height), dequantize(x2, width), dequantize(y2, height)]
              for x1, y1, x2, y2 in parsed.get("bboxes", [])]
     labels = parsed.get("labels", parsed.get("bboxes_labels", []))
-    return {"boxes": boxes, "labels": [str(label) for label in labels]}
+    return {"boxes": boxes, "labels": [_ESCAPED.sub(lambda match: chr(int(match.group(1), 16)), str(label))
+                                       for label in labels]}

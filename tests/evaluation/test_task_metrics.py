@@ -6,7 +6,7 @@ import random
 import pytest
 from PIL import Image
 
-from florence_tune import data
+from florence_tune import data, tasks
 from florence_tune.errors import UsageError
 from florence_tune.evaluation import records, task_metrics
 
@@ -97,6 +97,22 @@ def test_box_answers_spelt_in_the_prompt_and_target_are_scored_too(tiny, page_im
     assert records.summarise([record])["map_50"] == pytest.approx(1.0)
     question = Sample("8", page_image, "<VQA>What is it?", "a", ["a"], {})
     assert records.score_record(question, "a", processor)["task"] == "<VQA>"
+
+
+def test_labels_outside_ascii_are_told_apart(tiny):
+    """A perfect answer keeps its labels; labels that differ only outside ASCII are different classes."""
+    from florence_tune.data.sample import Sample
+
+    _, processor = tiny
+    labels, found = ["café", "straße", "東京", "大阪"], [[10, 10, 60, 40], [100, 50, 180, 120], [5, 200, 90, 260],
+                                                       [200, 300, 300, 400]]
+    target = tasks.encode_objects(labels, found, (384, 512))
+    sample = Sample("u", None, "<OD>", target, [target], {"task": "<OD>", "image_size": [384, 512]})
+    perfect = records.score_record(sample, target, processor)
+    assert perfect["predicted_labels"] == perfect["reference_labels"] == labels
+    assert records.summarise([perfect])["map"] == pytest.approx(1.0)
+    swapped = tasks.encode_objects(["café", "straße", "大阪", "東京"], found, (384, 512))
+    assert records.summarise([records.score_record(sample, swapped, processor)])["map"] == pytest.approx(0.5)
 
 
 def small_box_rows(size, sides, seed, pages=4, per_page=12):
