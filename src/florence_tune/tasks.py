@@ -46,6 +46,8 @@ _GENERATION_MARKERS = ("<s>", "</s>", "<pad>")
 # escape itself: a backslash and the code point in six hex digits.
 _UNSAFE = re.compile(r"[^\x00-\x7f]|\\")
 _ESCAPED = re.compile(r"\\([0-9a-f]{6})")
+# A location token as users write it, in the vocabulary's spelling or not (<loc_1000>, <loc_007>, <loc_+4>).
+_LOCATION = re.compile(r"<loc_([+-]?\d+)>")
 
 
 def task_of(meta: dict[str, Any] | None, prompt: str | None = None) -> str:
@@ -93,6 +95,15 @@ def dequantize(index: int, size: float) -> float:
     """The centre of a bin in pixels: the processor's ``(index + 0.5) * size / 1000``, kept as a float (its
     ``dequantize`` truncates to whole pixels). An index past 999 (a ``<loc_1000>`` spelt out) is bin 999."""
     return (min(max(index, 0), BINS - 1) + 0.5) * size / BINS
+
+
+def fit_locations(text: str) -> tuple[str, bool]:
+    """``text`` with each ``<loc_N>`` made a token of the vocabulary (N clamped to 0..999 and written
+    plainly: ``<loc_1000>`` → ``<loc_999>``, ``<loc_007>`` → ``<loc_7>``), and whether that changed it.
+    maestro writes ``<loc_1000>`` for a coordinate in the last 0.05 % of a side; not being a token, it
+    would be learnt as sub-word pieces, and a prediction of the far edge would be parsed as bin 1000."""
+    fitted = _LOCATION.sub(lambda match: f"<loc_{min(max(int(match.group(1)), 0), BINS - 1)}>", text)
+    return fitted, fitted != text
 
 
 def encode_objects(labels: Sequence[str], boxes: Sequence[Sequence[float]], image_size: tuple[int, int]) -> str:
