@@ -90,11 +90,14 @@ def test_labels_keep_every_character_through_tokens_and_post_processing(tiny, ta
     ids = processor.tokenizer("<s>" + target + "</s>", add_special_tokens=False)["input_ids"]
     raw = processor.batch_decode([ids], skip_special_tokens=False)[0]
     assert tasks.parse_boxes(processor, tasks.strip_markers(raw), task, (384, 512))["labels"] == labels
+    spaced = "\u00a0café\u3000<loc_1><loc_2><loc_3><loc_4>"  # the processor strips Unicode spaces, we keep that
+    assert tasks.parse_boxes(processor, spaced, task, (384, 512))["labels"] == ["café"]
 
 
 def test_edges_land_in_the_first_and_last_bin():
     assert tasks.box_tokens([0, 0, 384, 512], (384, 512)) == "<loc_0><loc_0><loc_999><loc_999>"
     assert tasks.quantize(-5, 100) == 0 and tasks.quantize(1e9, 100) == 999
+    assert tasks.dequantize(0, 100) == 0.05 and tasks.dequantize(1000, 100) == tasks.dequantize(999, 100) == 99.95
 
 
 def test_bare_token_prompts_are_what_the_processor_accepts(tiny):

@@ -144,7 +144,8 @@ def parse_boxes(processor, text: str, task: str, image_size: tuple[int, int]) ->
     reads the text with every non-ASCII character escaped: its parsers end each label with
     ``phrase.encode("ascii", "ignore")`` (``parse_description_with_bboxes_from_text_and_spans`` and
     ``parse_phrase_grounding_from_text_and_spans`` in transformers' processing_florence2.py), so ``café``
-    would come back as ``caf`` and two Japanese labels as the same empty one.
+    would come back as ``caf`` and two Japanese labels as the same empty one. (Labels are stripped once
+    restored, as the processor strips them, so spaces outside ASCII go too.)
     """
     ascii_text = _UNSAFE.sub(lambda match: f"\\{ord(match.group()):06x}", text)
     parsed = processor.post_process_generation(text=ascii_text, task=task, image_size=(BINS, BINS))[task]
@@ -152,5 +153,5 @@ def parse_boxes(processor, text: str, task: str, image_size: tuple[int, int]) ->
     boxes = [[dequantize(x1, width), dequantize(y1, height), dequantize(x2, width), dequantize(y2, height)]
              for x1, y1, x2, y2 in parsed.get("bboxes", [])]
     labels = parsed.get("labels", parsed.get("bboxes_labels", []))
-    return {"boxes": boxes, "labels": [_ESCAPED.sub(lambda match: chr(int(match.group(1), 16)), str(label))
-                                       for label in labels]}
+    labels = [_ESCAPED.sub(lambda match: chr(int(match.group(1), 16)), str(label)).strip() for label in labels]
+    return {"boxes": boxes, "labels": labels}
