@@ -101,7 +101,7 @@ def fit_locations(text: str) -> tuple[str, bool]:
     """``text`` with each ``<loc_N>`` made a token of the vocabulary (N clamped to 0..999 and written
     plainly: ``<loc_1000>`` → ``<loc_999>``, ``<loc_007>`` → ``<loc_7>``), and whether that changed it.
     maestro writes ``<loc_1000>`` for a coordinate in the last 0.05 % of a side; not being a token, it
-    would be learnt as sub-word pieces, and a prediction of the far edge would be parsed as bin 1000."""
+    would be learnt as sub-word pieces."""
     fitted = _LOCATION.sub(lambda match: f"<loc_{min(max(int(match.group(1)), 0), BINS - 1)}>", text)
     return fitted, fitted != text
 
@@ -144,8 +144,8 @@ def parse_boxes(processor, text: str, task: str, image_size: tuple[int, int]) ->
     reads the text with every non-ASCII character escaped: its parsers end each label with
     ``phrase.encode("ascii", "ignore")`` (``parse_description_with_bboxes_from_text_and_spans`` and
     ``parse_phrase_grounding_from_text_and_spans`` in transformers' processing_florence2.py), so ``café``
-    would come back as ``caf`` and two Japanese labels as the same empty one. (Labels are stripped once
-    restored, as the processor strips them, so spaces outside ASCII go too.)
+    would come back as ``caf`` and two Japanese labels as the same empty one (transformers 5.24; the
+    escape can go once that line does). Labels are stripped once restored, as the processor strips them.
     """
     ascii_text = _UNSAFE.sub(lambda match: f"\\{ord(match.group()):06x}", text)
     parsed = processor.post_process_generation(text=ascii_text, task=task, image_size=(BINS, BINS))[task]
