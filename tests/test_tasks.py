@@ -2,12 +2,20 @@
 
 import random
 
+import numpy as np
 import pytest
 import torch
 
 from florence_tune import tasks
 
 SIZES = [(384, 512), (1000, 1000), (37, 1999), (768, 768), (1, 1)]
+SIDES = [1, 7, 37, 384, 480, 512, 640, 768, 999, 1000, 1001, 1700, 1999, 2200, 3000, 4000]
+
+
+def exact_bin(value, size: int) -> int:
+    """floor(value * 1000 / size) in integers, from the value's exact binary fraction, clamped to 0..999."""
+    numerator, denominator = float(value).as_integer_ratio()
+    return min(max(numerator * tasks.BINS // (denominator * size), 0), tasks.BINS - 1)
 
 
 def random_boxes(rng: random.Random, width: int, height: int, n: int) -> list[list[float]]:
@@ -29,6 +37,29 @@ def test_our_quantiser_is_the_processors(tiny, size):
     assert ours == theirs
 
 
+def test_the_quantiser_is_exact_on_integer_coordinates():
+    for size in SIDES:
+        assert [tasks.quantize(v, size) for v in range(size + 1)] == [min(v * 1000 // size, 999)
+                                                                      for v in range(size + 1)], size
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_quantiser_is_exact_on_floats_at_and_beside_every_bin_edge(dtype):
+    for size in SIDES:
+        edges = np.array([k * size / tasks.BINS for k in range(tasks.BINS + 1)], dtype=dtype)
+        values = np.concatenate([edges, np.nextafter(edges, dtype(-np.inf)), np.nextafter(edges, dtype(np.inf))])
+        assert [tasks.quantize(v, size) for v in values] == [exact_bin(v, size) for v in values], size
+
+
+def test_boxes_given_as_float32_tensors_are_quantised_exactly():
+    size = (1700, 2200)
+    edges = torch.tensor([[k * 1.7, k * 2.2, k * 1.7, k * 2.2] for k in range(1000)], dtype=torch.float32)
+    for box in torch.cat([edges, torch.nextafter(edges, torch.tensor(0.0))]):
+        expected = [exact_bin(box[0], 1700), exact_bin(box[1], 2200), exact_bin(box[2], 1700),
+                    exact_bin(box[3], 2200)]
+        assert tasks.box_tokens(box, size) == "".join(f"<loc_{b}>" for b in expected), box.tolist()
+
+
 @pytest.mark.parametrize("size", SIZES)
 def test_round_trip_through_tokens_and_post_processing(tiny, size):
     _, processor = tiny
@@ -44,16 +75,29 @@ def test_round_trip_through_tokens_and_post_processing(tiny, size):
                                  skip_special_tokens=False)[0]
     parsed = tasks.parse_boxes(processor, tasks.strip_markers(raw), tasks.OD, size)
     assert parsed["labels"] == labels
-    # Half a bin from the bin centre, plus the processor's truncation to whole pixels.
-    tolerance = [width / 1000 / 2 + 1, height / 1000 / 2 + 1] * 2
+    # Each coordinate comes back at the centre of its bin: within half a bin of where it was.
+    tolerance = [width / 1000 / 2, height / 1000 / 2] * 2
     for box, back in zip(boxes, parsed["boxes"], strict=True):
         for value, decoded, allowed in zip(box, back, tolerance, strict=True):
             assert abs(value - decoded) <= allowed + 1e-9, (box, back)
 
 
+@pytest.mark.parametrize("task", [tasks.OD, tasks.GROUNDING, tasks.DENSE_REGION_CAPTION])
+def test_labels_keep_every_character_through_tokens_and_post_processing(tiny, task):
+    _, processor = tiny
+    labels = ["café", "straße", "日本語の表", "a \\ b", "\\00e9 literal", "table"]
+    target = tasks.encode_objects(labels, [[10, 10, 50, 40]] * len(labels), (384, 512))
+    ids = processor.tokenizer("<s>" + target + "</s>", add_special_tokens=False)["input_ids"]
+    raw = processor.batch_decode([ids], skip_special_tokens=False)[0]
+    assert tasks.parse_boxes(processor, tasks.strip_markers(raw), task, (384, 512))["labels"] == labels
+    spaced = "\u00a0café\u3000<loc_1><loc_2><loc_3><loc_4>"  # the processor strips Unicode spaces, we keep that
+    assert tasks.parse_boxes(processor, spaced, task, (384, 512))["labels"] == ["café"]
+
+
 def test_edges_land_in_the_first_and_last_bin():
     assert tasks.box_tokens([0, 0, 384, 512], (384, 512)) == "<loc_0><loc_0><loc_999><loc_999>"
     assert tasks.quantize(-5, 100) == 0 and tasks.quantize(1e9, 100) == 999
+    assert tasks.dequantize(0, 100) == 0.05 and tasks.dequantize(1000, 100) == tasks.dequantize(999, 100) == 99.95
 
 
 def test_bare_token_prompts_are_what_the_processor_accepts(tiny):
@@ -79,5 +123,5 @@ def test_grounding_answers_parse_per_phrase(tiny):
     target = tasks.encode_objects(["a red stamp", "the total"], boxes, (384, 512))
     parsed = tasks.parse_boxes(processor, target, tasks.GROUNDING, (384, 512))
     assert parsed["labels"] == ["a red stamp", "the total"]
-    assert all(abs(a - b) <= 1.5 for box, back in zip(boxes, parsed["boxes"], strict=True)
+    assert all(abs(a - b) <= 512 / 1000 / 2 for box, back in zip(boxes, parsed["boxes"], strict=True)
                for a, b in zip(box, back, strict=True))

@@ -9,6 +9,7 @@ from PIL import Image
 from florence_tune import data, tasks
 from florence_tune.data import Skipped, synthetic
 from florence_tune.data.adapters import local
+from florence_tune.data.sample import ALTERED
 from florence_tune.errors import UsageError
 
 
@@ -202,3 +203,53 @@ def test_box_lines_with_impossible_boxes_or_bytes_are_counted(tmp_path):
     dataset = data.load(str(tmp_path / "rows.jsonl"), "train", holdout_rows=0)
     assert [dataset[i] if isinstance(dataset[i], Skipped) else "ok" for i in range(len(dataset))] == [
         "ok", Skipped("bad_box"), Skipped("bad_box"), Skipped("not_utf8")]
+
+
+def test_location_tokens_outside_the_vocabulary_are_clamped_and_counted_wherever_user_text_enters(tmp_path, tiny):
+    """maestro writes <loc_1000> for the far edge; it and other spellings that are not tokens become tokens."""
+    _, processor = tiny
+    save_page(tmp_path / "p.png")
+    lines = [{"image": "p.png", "prefix": "<OD>", "suffix": "table<loc_10><loc_20><loc_1000><loc_1000>"},
+             {"image": "p.png", "prefix": "<REGION_TO_CATEGORY><loc_0><loc_007><loc_1000><loc_999>",
+              "suffix": "stamp"},
+             {"image": "p.png", "prefix": "<OD>", "suffix": "table<loc_10><loc_20><loc_999><loc_999>"}]
+    rows = [{"image": "p.png", "task": "<OCR_WITH_REGION>", "text": "TOTAL<loc_1><loc_2><loc_1200><loc_2>"
+             "<loc_1200><loc_40><loc_1><loc_+40>"},
+            {"image": "p.png", "boxes": [[0, 0, 200, 100]], "labels": ["page"]}]
+    (tmp_path / "maestro.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    maestro = data.load(str(tmp_path / "maestro.jsonl"), "train", holdout_rows=0)
+    task_rows = data.load(str(tmp_path / "rows.jsonl"), "train", holdout_rows=0)
+    drafts = [maestro.text_item(i) for i in range(3)] + [task_rows.text_item(i) for i in range(2)]
+    assert [d.target for d in drafts] == ["table<loc_10><loc_20><loc_999><loc_999>", "stamp",
+                                          "table<loc_10><loc_20><loc_999><loc_999>",
+                                          "TOTAL<loc_1><loc_2><loc_999><loc_2><loc_999><loc_40><loc_1><loc_40>",
+                                          "page<loc_0><loc_0><loc_999><loc_999>"]
+    assert drafts[1].prompt == "<REGION_TO_CATEGORY><loc_0><loc_7><loc_999><loc_999>"
+    assert drafts[0].references == [drafts[0].target] and drafts[3].references == [drafts[3].target]
+    assert [d.meta.get(ALTERED, []) for d in drafts] == [["clamped_locations"], ["clamped_locations"], [],
+                                                          ["clamped_locations"], []]
+    for draft in drafts:  # every <loc_N> left is one token of the vocabulary
+        ids = processor.tokenizer(draft.prompt + draft.target, add_special_tokens=False)["input_ids"]
+        tokens = processor.tokenizer.convert_ids_to_tokens(ids)
+        assert draft.target.count("<loc_") + draft.prompt.count("<loc_") == sum(t.startswith("<loc_") for t in tokens)
+
+
+@pytest.mark.xfail(strict=True, reason="rows.realise and batch.pages.PagePixels replace a draft's ALTERED list with "
+                                       "the image's; they must add to it (files outside this change)")
+def test_clamped_locations_reach_the_counters_on_the_plain_and_the_page_path(tmp_path, tiny):
+    from florence_tune.batch.pages import PagePixels, PixelSpec, index_pages
+    from florence_tune.reporting.inspection import Inspection
+
+    save_page(tmp_path / "p.png")
+    lines = [{"image": "p.png", "prefix": "<OD>", "suffix": "table<loc_10><loc_20><loc_1000><loc_1000>"},
+             {"image": "p.png", "prefix": "<OD>", "suffix": "table<loc_10><loc_20><loc_999><loc_999>"}]
+    (tmp_path / "maestro.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    dataset = data.load(str(tmp_path / "maestro.jsonl"), "train", holdout_rows=0)
+    pages = PagePixels(dataset, index_pages(dataset), PixelSpec.from_processor(tiny[1]))
+    for view in (dataset, pages):
+        assert [view[i].meta.get(ALTERED) for i in range(2)] == [["clamped_locations"], []]
+    inspection = Inspection(tiny[1].tokenizer, max_target_tokens=1024, sheet_samples=0)
+    for item in dataset:
+        inspection.add(item)
+    assert inspection.summary()["altered"] == {"clamped_locations": 1}

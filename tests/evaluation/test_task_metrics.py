@@ -1,9 +1,17 @@
 """Metrics chosen by task: CER/WER for OCR, BLEU for captions, COCO mAP over the whole set for boxes."""
 
-import pytest
+import json
+import random
 
+import pytest
+from PIL import Image
+
+from florence_tune import data, tasks
 from florence_tune.errors import UsageError
 from florence_tune.evaluation import records, task_metrics
+
+# (page size, box sides in pixels): small boxes on pages of every shape, each side at least one bin wide
+SMALL_BOXES = [((1700, 2200), (8, 20)), ((640, 480), (10, 30)), ((4000, 3000), (12, 40)), ((37, 1999), (5, 30))]
 
 
 def text(task, prediction, *references, group="all"):
@@ -89,3 +97,54 @@ def test_box_answers_spelt_in_the_prompt_and_target_are_scored_too(tiny, page_im
     assert records.summarise([record])["map_50"] == pytest.approx(1.0)
     question = Sample("8", page_image, "<VQA>What is it?", "a", ["a"], {})
     assert records.score_record(question, "a", processor)["task"] == "<VQA>"
+
+
+def test_labels_outside_ascii_are_told_apart(tiny):
+    """A perfect answer keeps its labels; labels that differ only outside ASCII are different classes."""
+    from florence_tune.data.sample import Sample
+
+    _, processor = tiny
+    labels, found = ["café", "straße", "東京", "大阪"], [[10, 10, 60, 40], [100, 50, 180, 120], [5, 200, 90, 260],
+                                                       [200, 300, 300, 400]]
+    target = tasks.encode_objects(labels, found, (384, 512))
+    sample = Sample("u", None, "<OD>", target, [target], {"task": "<OD>", "image_size": [384, 512]})
+    perfect = records.score_record(sample, target, processor)
+    assert perfect["predicted_labels"] == perfect["reference_labels"] == labels
+    assert records.summarise([perfect])["map"] == pytest.approx(1.0)
+    swapped = tasks.encode_objects(["café", "straße", "大阪", "東京"], found, (384, 512))
+    assert records.summarise([records.score_record(sample, swapped, processor)])["map"] == pytest.approx(0.5)
+
+
+def small_box_rows(size, sides, seed, pages=4, per_page=12):
+    rng = random.Random(seed)
+    width, height = size
+    for _ in range(pages):
+        found = []
+        for _ in range(per_page):
+            w, h = rng.uniform(*sides), rng.uniform(*sides)
+            x, y = rng.uniform(0, width - w), rng.uniform(0, height - h)
+            found.append((rng.choice(["header", "table", "stamp"]), [x, y, x + w, y + h]))
+        yield [label for label, _ in found], [box for _, box in found]
+
+
+@pytest.mark.parametrize(("size", "sides"), SMALL_BOXES)
+def test_the_training_target_as_prediction_scores_one_from_pixel_boxes_and_from_location_tokens(
+        tiny, tmp_path, size, sides):
+    """Pixel boxes (JSON lines, COCO) and maestro's <loc_N> targets give the same records, and the target scores 1."""
+    _, processor = tiny
+    Image.new("1", size).save(tmp_path / "page.png")
+    pixel_rows = [{"image": "page.png", "boxes": found, "labels": labels}
+                  for labels, found in small_box_rows(size, sides, seed=str(size))]
+    (tmp_path / "pixels.jsonl").write_text("".join(json.dumps(row) + "\n" for row in pixel_rows))
+    pixels = data.load(str(tmp_path / "pixels.jsonl"), "train", holdout_rows=0)
+    token_rows = [{"image": "page.png", "prefix": "<OD>", "suffix": sample.target} for sample in pixels]
+    (tmp_path / "tokens.jsonl").write_text("".join(json.dumps(row) + "\n" for row in token_rows))
+    tokens = data.load(str(tmp_path / "tokens.jsonl"), "train", holdout_rows=0)
+    scored = {name: [records.score_record(s, s.target, processor) for s in dataset]
+              for name, dataset in (("pixels", pixels), ("tokens", tokens))}
+    for name, found in scored.items():
+        summary = records.summarise(found)
+        assert (summary["map"], summary["map_50"]) == (pytest.approx(1.0), pytest.approx(1.0)), name
+    for from_pixels, from_tokens in zip(scored["pixels"], scored["tokens"], strict=True):
+        assert from_pixels["reference_boxes"] == from_tokens["reference_boxes"] == from_tokens["predicted_boxes"]
+        assert from_pixels["reference_labels"] == from_tokens["reference_labels"]

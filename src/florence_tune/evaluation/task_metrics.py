@@ -12,7 +12,8 @@ not score boxes with ANLS; an explicit list scores every record the metric can r
 Detection mAP is one COCO evaluation over every record at once (under torchrun, the records of all
 ranks, which ``evaluation.predict_dataset`` has gathered), never a mean of per-batch numbers.
 Florence-2 gives no confidence for a box, so every predicted box scores 1.0 (COCOeval keeps
-generation order among equal scores).
+generation order among equal scores). Reference and predicted boxes alike are read from their text, each
+coordinate at the centre of its bin (``record_fields``): the 1000-bin grid's own error is not counted.
 """
 
 from __future__ import annotations
@@ -90,24 +91,25 @@ def compute(records: list[dict[str, Any]], override: list[str] | None = None) ->
 
 def record_fields(sample, prediction: str, processor=None) -> dict[str, Any]:
     """What a prediction record adds for its task: the task, and for box tasks the predicted and
-    reference boxes in pixels (parsed by the processor's own post-processing) and the image size."""
+    reference boxes in pixels and the image size.
+
+    Both sides are read from text the same way (``tasks.parse_boxes``): the prediction, and the sample's
+    target as the reference, whether the target was built from pixel boxes (COCO, JSON lines) or written
+    in location tokens (maestro). So boxes are scored where the model can place them, at bin centres, and
+    a prediction equal to its training target scores 1.0 at any box and image size."""
     task = tasks.task_of(sample.meta, sample.prompt)
     fields: dict[str, Any] = {"task": task}
     if task not in tasks.BOX_TASKS or processor is None:
         return fields
     image_size = tuple(sample.meta.get("image_size") or sample.image.size)
-    parsed = tasks.parse_boxes(processor, prediction, task, image_size)
-    if "boxes" in sample.meta:
-        boxes, labels = sample.meta["boxes"], sample.meta.get("labels", [])
-    else:  # a target already in location tokens (maestro's JSONL): its boxes are the bin centres
-        reference = tasks.parse_boxes(processor, sample.target, task, image_size)
-        boxes, labels = reference["boxes"], reference["labels"]
+    predicted = tasks.parse_boxes(processor, prediction, task, image_size)
+    reference = tasks.parse_boxes(processor, sample.target, task, image_size)
     fields.update({
         "image_size": list(image_size),
-        "predicted_boxes": parsed["boxes"],
-        "predicted_labels": parsed["labels"],
-        "reference_boxes": [[float(v) for v in box] for box in boxes],
-        "reference_labels": [str(label) for label in labels],
+        "predicted_boxes": predicted["boxes"],
+        "predicted_labels": predicted["labels"],
+        "reference_boxes": reference["boxes"],
+        "reference_labels": reference["labels"],
     })
     return fields
 

@@ -277,6 +277,9 @@ class Adapter(docvqa.Adapter):
     """Rows with ``image`` plus ``prefix``/``suffix`` (a whole prompt and its target) or ``question``/``answers``."""
 
     def drafts(self, row: dict[str, Any]) -> list[Item]:
+        return [tasks.fit_locations(d) if isinstance(d, Sample) else d for d in self._drafts(row)]
+
+    def _drafts(self, row: dict[str, Any]) -> list[Item]:
         if row.get("error"):
             return [Skipped(row["error"])]
         if not isinstance(row.get("prefix"), str):

@@ -29,6 +29,7 @@ the ``image_size``, so evaluation can score them with mAP. Adapters never tokeni
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Iterator
@@ -39,7 +40,7 @@ from typing import Any
 from florence_tune import tasks
 from florence_tune.data.images import BadImage, image_size
 from florence_tune.data.rows import BadSample, Item, as_text, json_lines, rooted, single_image
-from florence_tune.data.sample import Sample, Skipped
+from florence_tune.data.sample import ALTERED, Sample, Skipped
 from florence_tune.errors import UsageError
 
 # ``synthetic:<name>``: the built-in pages, and the task each name trains.
@@ -48,6 +49,8 @@ SYNTHETIC_TASKS = {"detection": tasks.OD, "od": tasks.OD, "caption": tasks.CAPTI
 MARKER_COLUMNS = frozenset({"boxes", "objects", "task"})
 # JSON files a save_to_disk folder holds; never annotation files.
 DATASETS_METADATA = frozenset({"dataset_dict.json", "state.json", "dataset_info.json"})
+# What a sample's ALTERED list says when a <loc_N> of the user's had to become a token (fit_locations).
+CLAMPED_LOCATIONS = "clamped_locations"
 
 
 def features():
@@ -78,7 +81,7 @@ class Adapter:
         if row.get("error"):
             return [Skipped(row["error"])]
         try:
-            return [self._draft(row)]
+            return [fit_locations(self._draft(row))]
         except BadImage as exc:  # the size of a box task's image could not be read
             return [Skipped(f"image_{exc.reason}")]
         except BadSample as exc:
@@ -119,6 +122,19 @@ class Adapter:
         meta.update({"boxes": boxes, "labels": labels, "image_size": list(size)})
         return Sample(id=_id_of(row), image=None, prompt=tasks.prompt_for(task, caption), target=target,
                       references=[target], meta=meta)
+
+
+def fit_locations(sample: Sample) -> Sample:
+    """The sample with every ``<loc_N>`` of its prompt, target and references a vocabulary token
+    (``tasks.fit_locations``), counted as ``clamped_locations`` when one was not. For every row whose
+    text the user wrote: task rows here, prompt/target and question/answer rows in local.py."""
+    prompt, target = tasks.fit_locations(sample.prompt), tasks.fit_locations(sample.target)
+    references = [tasks.fit_locations(reference) for reference in sample.references]
+    if not any(changed for _, changed in (prompt, target, *references)):
+        return sample
+    meta = {**sample.meta, ALTERED: [*sample.meta.get(ALTERED, ()), CLAMPED_LOCATIONS]}
+    return dataclasses.replace(sample, prompt=prompt[0], target=target[0], references=[r for r, _ in references],
+                               meta=meta)
 
 
 def _declared_size(row: dict[str, Any]) -> tuple[int, int] | None:
