@@ -96,3 +96,5 @@ def test_predict_od_gives_the_trained_boxes_in_pixels(trained, table_boxes, caps
     assert result["labels"] and set(result["labels"]) == {"table"} and len(result["bboxes"]) == len(result["labels"])
     for x1, y1, x2, y2 in result["bboxes"]:
         assert 0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height
+        for value, side in ((x1, width), (y1, height), (x2, width), (y2, height)):  # read as evaluation reads it
+            assert abs(value * 1000 / side - 0.5 - round(value * 1000 / side - 0.5)) < 1e-6, "a bin centre"

@@ -235,8 +235,6 @@ def test_location_tokens_outside_the_vocabulary_are_clamped_and_counted_wherever
         assert draft.target.count("<loc_") + draft.prompt.count("<loc_") == sum(t.startswith("<loc_") for t in tokens)
 
 
-@pytest.mark.xfail(strict=True, reason="rows.realise and batch.pages.PagePixels replace a draft's ALTERED list with "
-                                       "the image's; they must add to it (files outside this change)")
 def test_clamped_locations_reach_the_counters_on_the_plain_and_the_page_path(tmp_path, tiny):
     from florence_tune.batch.pages import PagePixels, PixelSpec, index_pages
     from florence_tune.reporting.inspection import Inspection

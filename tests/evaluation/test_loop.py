@@ -17,7 +17,8 @@ def encode(tiny, samples):
 def test_generation_options_are_explicit(tiny):
     config = generation.generation_config(tiny[1], Decoding(num_beams=3, max_new_tokens=20))
     assert config.no_repeat_ngram_size == 0
-    assert config.forced_bos_token_id is None and config.forced_eos_token_id is None
+    tokenizer = tiny[1].tokenizer  # answers start with <s> and end with </s>, whatever a checkpoint says
+    assert (config.forced_bos_token_id, config.forced_eos_token_id) == (tokenizer.bos_token_id, tokenizer.eos_token_id)
     assert (config.num_beams, config.max_new_tokens, config.do_sample) == (3, 20, False)
 
 
@@ -26,8 +27,10 @@ def test_checkpoint_generation_defaults_do_not_leak_in(fresh_tiny, page_image):
     batch = encode(fresh_tiny, [Sample("1", page_image, "<VQA>What is the total?", "")])
     config = generation.generation_config(processor, Decoding(num_beams=1, max_new_tokens=12))
     ids_before = model.generate(**batch, generation_config=config)
-    # A BART-style checkpoint default that would forbid repeating any token.
+    # BART-style checkpoint defaults: one that would forbid repeating any token, forced first and last tokens
     model.generation_config.no_repeat_ngram_size = 1
+    model.generation_config.forced_bos_token_id = 7
+    model.generation_config.forced_eos_token_id = 9
     ids_after = model.generate(**batch, generation_config=config)
     assert torch.equal(ids_before, ids_after)
     tokens = ids_before[0].tolist()

@@ -154,7 +154,8 @@ class PagePixels:
         pixels, meta = self._page(page, index, item)
         if isinstance(pixels, str):
             return Skipped(pixels)
-        return _with_pixels(item, pixels, page, {**item.meta, **meta})
+        altered = [*item.meta.get(ALTERED, ()), *meta.get(ALTERED, ())]  # the draft's, then the page's
+        return _with_pixels(item, pixels, page, {**item.meta, **meta, ALTERED: altered})
 
     def _page(self, page: int, index: int, item: Sample) -> tuple[Any, dict]:
         """(uint8 pixels or the Skipped reason, meta to add) for the page of sample ``index``."""

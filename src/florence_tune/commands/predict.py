@@ -32,6 +32,9 @@ def run(config: PredictConfig) -> Any:
                                     device=distributed.device())
     sample = Sample(id="0", image=image, prompt=prompt, target="", meta={"task": task} if task else {})
     text = answer(model, processor, [sample], options.decoding(config))[0]
+    if task in tasks.BOX_TASKS:  # read as evaluation reads them: bin centres, labels outside ASCII kept
+        parsed = tasks.parse_boxes(processor, text, task, image.size)
+        return {"bboxes": parsed["boxes"], "labels": parsed["labels"]}
     if task not in tasks.LOCATION_TASKS:
         return text
     return processor.post_process_generation(text, task=task, image_size=image.size)[task]

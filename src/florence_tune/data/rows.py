@@ -64,8 +64,8 @@ def realise(adapter: Adapter, row: dict[str, Any], keep: Collection[int] | None 
         return [d if isinstance(d, Skipped) else Skipped(f"image_{exc.reason}") for d in chosen]
     except BadSample as exc:
         return [d if isinstance(d, Skipped) else Skipped(exc.reason) for d in chosen]
-    return [dataclasses.replace(d, image=image, meta={**d.meta, ALTERED: list(altered)}) if isinstance(d, Sample)
-            else d for d in chosen]
+    return [dataclasses.replace(d, image=image, meta={**d.meta, ALTERED: [*d.meta.get(ALTERED, ()), *altered]})
+            if isinstance(d, Sample) else d for d in chosen]  # the draft's own alterations, then the image's
 
 
 def as_text(value: Any) -> str | None:

@@ -27,9 +27,11 @@ class Decoding:
 
 
 def generation_config(processor, decoding: Decoding, **overrides: Any):
-    """Decoding options set explicitly, so nothing is inherited from the checkpoint's BART defaults
-    (``no_repeat_ngram_size=3`` and forced BOS/EOS would silently damage answers). ``overrides``: extra
-    options (the benchmark fixes the answer length with them)."""
+    """Decoding options set explicitly, so nothing is inherited from the checkpoint's generation config:
+    transformers fills every option left None from it (a BART-style ``no_repeat_ngram_size=3`` would forbid
+    answers such as "1,000,000,000"). The first and last tokens are forced to what every Florence-2 answer
+    starts and ends with (``<s>``, ``</s>``), as Microsoft's checkpoints force them, whatever a given checkpoint
+    says. ``overrides``: extra options (the benchmark fixes the answer length with them)."""
     from transformers import GenerationConfig
 
     tokenizer = processor.tokenizer
@@ -41,8 +43,8 @@ def generation_config(processor, decoding: Decoding, **overrides: Any):
         no_repeat_ngram_size=0,
         repetition_penalty=1.0,
         length_penalty=1.0,
-        forced_bos_token_id=None,
-        forced_eos_token_id=None,
+        forced_bos_token_id=tokenizer.bos_token_id,
+        forced_eos_token_id=tokenizer.eos_token_id,
         decoder_start_token_id=tokenizer.eos_token_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
