@@ -179,6 +179,13 @@ class TrainConfig(LoraFields, TaskSettings, DataSettings, GenerationSettings):
                                  "package and GPUs.")
     bf16: bool = setting(False, "Train in bfloat16 autocast (GPU).")
     fp16: bool = setting(False, "Train in float16 autocast with loss scaling (GPUs without bfloat16: T4, V100).")
+    push_to_hub: bool = setting(False, "At the end, upload final/ (model and processor), the model card and "
+                                       "report.html to a hub model repository (needs a token: hf auth login).",
+                                free_on_resume=True)
+    hub_model_id: str | None = setting(None, "The repository to push to, 'user/name' or 'name' (default: the "
+                                             "--output-dir folder's name, under the token's account).",
+                                       free_on_resume=True)
+    hub_private: bool = setting(False, "Create the hub repository as private.", free_on_resume=True)
     page_cache: str | None = setting(None, "Decode and resize every page once into a uint8 cache at model resolution "
                                            "in this folder ('auto': under ~/.cache/florence_tune/pages; bare flag), "
                                            "and train from it (fastpath.py).", const="auto")

@@ -106,3 +106,35 @@ def test_a_run_without_evaluation_says_so_instead_of_empty_numbers(tmp_path):
     text = card(run)
     assert "not evaluated" in text and "n/a" not in text and "None" not in text
     assert "| eval loss |" not in text
+
+
+def front_matter(text: str) -> dict:
+    import yaml
+
+    assert text.startswith("---\n"), "the hub reads the card's YAML front matter from the very top"
+    return yaml.safe_load(text.split("---\n")[1])
+
+
+def test_the_card_has_the_front_matter_the_hub_reads(tmp_path):
+    from florence_tune.config import TrainConfig
+    from florence_tune.reporting.model_card import write_model_card
+
+    (tmp_path / "final").mkdir()
+    config = TrainConfig(model="florence-community/Florence-2-base", dataset="docvqa=0.7,cauldron:chartqa=0.3")
+    summary = {"final": str(tmp_path / "final"), "steps": 10, "learning_rate": 1e-5, "data": {},
+               "metrics_before": {"anls": 0.1}, "metrics_after": {"anls": 0.62, "exact_match": 0.5}}
+    meta = front_matter(write_model_card(tmp_path, config, summary).read_text())
+    assert (meta["base_model"], meta["library_name"], meta["pipeline_tag"]) == (
+        "florence-community/Florence-2-base", "transformers", "image-text-to-text")
+    assert meta["datasets"] == ["HuggingFaceM4/DocumentVQA", "HuggingFaceM4/the_cauldron"]
+    assert {"florence-2", "florence-tune"} <= set(meta["tags"])
+    results = meta["model-index"][0]["results"][0]
+    assert results["task"]["type"] == "visual-question-answering"
+    assert {m["type"]: m["value"] for m in results["metrics"]} == {"anls": 0.62, "exact_match": 0.5}
+    assert 'pipeline("image-text-to-text"' in (tmp_path / "README.md").read_text()
+
+
+def test_a_local_base_and_local_data_are_left_out_of_the_front_matter(detection_run):
+    meta = front_matter(card(detection_run))
+    assert "base_model" not in meta and "datasets" not in meta, "tiny and the synthetic set are not on the hub"
+    assert meta["model-index"][0]["results"][0]["task"]["type"] == "object-detection"

@@ -25,7 +25,7 @@ import torch
 import yaml
 from transformers import EarlyStoppingCallback, TrainingArguments, set_seed
 
-from florence_tune import data, distributed, paths, tasks
+from florence_tune import data, distributed, hub, paths, tasks
 from florence_tune.batch.collate import Collator, encoder_positions
 from florence_tune.commands import options
 from florence_tune.config import LoraFields, TrainConfig, build, check_bounds, free_on_resume, to_yaml
@@ -94,6 +94,9 @@ def _run(config: TrainConfig, run_dir: Path, stopper: reliability.StopOnSignal) 
         write_model_card(run_dir, config, summary)
         if eval_data is not None:
             report.write_report(run_dir, dataset=eval_data)
+        if config.push_to_hub:
+            summary["hub"] = push(run_dir, config)
+            paths.write_atomic(run_dir / "summary.json", json.dumps(summary, indent=2))
     distributed.barrier()
     return summary
 
@@ -134,6 +137,8 @@ def validate(config: TrainConfig) -> None:
     check_library_names(config)
     check_best_checkpoint(config)
     check_precision(config)
+    if config.push_to_hub:
+        hub.check_can_push(hub_repository(config))
     if config.page_cache not in (None, "auto"):
         if Path(config.page_cache).expanduser().is_file():
             raise UsageError(f"--page-cache '{config.page_cache}' is a file; name a folder for the cache, or 'auto'")
@@ -146,6 +151,26 @@ def validate(config: TrainConfig) -> None:
         if data.predict_only(config.dataset, split):
             raise UsageError(f"split '{split}' of '{config.dataset}' has no answers (it is for predictions only); "
                              "train on 'train' and evaluate on 'validation'")
+
+
+def hub_repository(config: TrainConfig) -> str:
+    """Where --push-to-hub sends the run: --hub-model-id, else the output folder's name."""
+    return config.hub_model_id or Path(config.output_dir).resolve().name
+
+
+def push(run_dir: Path, config: TrainConfig) -> str:
+    """Upload final/ (at the repository's root), the model card and report.html; one line if it fails (the run
+    itself is complete and stays)."""
+    final = run_dir / "final"
+    files = {p.name: p for p in sorted(final.iterdir()) if p.is_file()}
+    files.update({name: run_dir / name for name in ("README.md", "report.html") if (run_dir / name).is_file()})
+    repo = hub_repository(config)
+    try:
+        return hub.upload(repo, files, private=config.hub_private, message=f"florence-tune: {run_dir.name}")
+    except Exception as exc:  # network, permission, quota: the hub client raises many kinds
+        raise FlorenceTuneError(f"the run in '{run_dir}' is complete, but the upload to '{repo}' failed "
+                                f"({reliability.first_line(exc)[:200]}); push it later with: hf upload {repo} "
+                                f"{final}") from None
 
 
 def picks_best(config: TrainConfig) -> bool:

@@ -34,8 +34,8 @@ from florence_tune.errors import UsageError
 log = logging.getLogger(__name__)
 USABLE_LOOK = 256  # samples read, at most, to find a usable one before training or scoring
 
-__all__ = ["DataOptions", "Sample", "SampleDataset", "SampleStream", "Skipped", "check_usable", "load",
-           "makes_stream", "predict_only", "warn_if_mostly_unusable"]
+__all__ = ["DataOptions", "Sample", "SampleDataset", "SampleStream", "Skipped", "check_usable", "hub_datasets",
+           "load", "makes_stream", "predict_only", "warn_if_mostly_unusable"]
 
 
 def load(spec: str, split: str, options: DataOptions | None = None, **changes: Any) -> SampleDataset | SampleStream:
@@ -93,6 +93,11 @@ def warn_if_mostly_unusable(counts: dict[str, int], used: int, what: str) -> Non
         reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(skipped.items(), key=lambda kv: -kv[1]))
         log.warning("%s: most samples read were unusable: %d skipped (%s), %d used; check the data with "
                     "'florence-tune data inspect'", what, sum(skipped.values()), reasons, used)
+
+
+def hub_datasets(spec: str) -> list[str]:
+    """The hub dataset ids ``spec`` reads (``docvqa`` → HuggingFaceM4/DocumentVQA); local data has none."""
+    return sources.hub_datasets(specs.parse(spec, sources.REGISTRY))
 
 
 def predict_only(spec: str, split: str) -> bool:

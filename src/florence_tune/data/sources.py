@@ -28,7 +28,7 @@ from florence_tune import tasks
 from florence_tune.data.adapters import cauldron, docvqa, local
 from florence_tune.data.adapters import tasks as task_rows
 from florence_tune.data.options import DataOptions
-from florence_tune.data.spec import Entry, is_path
+from florence_tune.data.spec import Entry, is_hub_id, is_path
 from florence_tune.errors import FlorenceTuneError, UsageError
 from florence_tune.hub import prepare_for_hub
 
@@ -47,6 +47,7 @@ class Source:
     predict_only: frozenset[str] = frozenset()  # splits without answers
     # A configuration that names a folder below ``location`` rather than one the loader knows (synthetic:ocr)
     folders: Callable[[str], str] | None = None
+    on_hub: bool = True  # ``location`` is a hub dataset id (model cards name it)
 
 
 def _synthetic_location() -> str:
@@ -55,7 +56,7 @@ def _synthetic_location() -> str:
 
 REGISTRY: dict[str, Source] = {
     "synthetic": Source(_synthetic_location, configs=tuple(task_rows.SYNTHETIC_TASKS), defaults=(None,),
-                        folders=lambda config: synthetic.DOCUMENTS_FOLDER),
+                        folders=lambda config: synthetic.DOCUMENTS_FOLDER, on_hub=False),
     "docvqa": Source(lambda: docvqa.HUB_ID, predict_only=docvqa.PREDICT_ONLY_SPLITS),
     "cauldron": Source(lambda: cauldron.CAULDRON_ID, configs=cauldron.CAULDRON_CONFIGS),
     "docmatix": Source(lambda: cauldron.DOCMATIX_ID, configs=cauldron.DOCMATIX_CONFIGS,
@@ -75,6 +76,13 @@ class Component:
     first: int = 0  # streamed only: keep just the first N rows (a held-out validation slice)
     exclude_first: int = 0  # streamed only: leave out the first N rows (held out for validation)
     unsplit: Any = None  # streamed, with exclude_first: the stream the held-out rows are read from
+
+
+def hub_datasets(entries: list[Entry]) -> list[str]:
+    """The hub dataset ids a spec reads (built-in names resolved; local paths left out), in order, once each."""
+    found = [REGISTRY[e.base].location() if e.base in REGISTRY else e.base for e in entries
+             if (e.base in REGISTRY and REGISTRY[e.base].on_hub) or (e.base not in REGISTRY and is_hub_id(e.base))]
+    return list(dict.fromkeys(found))
 
 
 def predict_only(entries: list[Entry], split: str) -> bool:

@@ -5,7 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from florence_tune import paths
+import yaml
+
+from florence_tune import data, paths, tasks
+from florence_tune.data.spec import is_hub_id
 from florence_tune.model import loading
 from florence_tune.reporting.report import read_jsonl
 
@@ -44,7 +47,8 @@ def write_model_card(run_dir: Path, config, summary: dict[str, Any]) -> Path:
         "",
         "## Load it",
         "",
-        *(adapter_lines(run_dir, config.model, final) if adapters else model_lines(final)),
+        *(adapter_lines(run_dir, config.model, final) if adapters
+          else model_lines(final, example_prompt(run_dir, config))),
         "",
         "Report: [report.html](report.html) — curves, metrics per question type, the worst predictions.",
         "",
@@ -53,13 +57,53 @@ def write_model_card(run_dir: Path, config, summary: dict[str, Any]) -> Path:
         "",
     ]
     path = run_dir / "README.md"
-    paths.write_atomic(path, "\n".join(lines))
+    paths.write_atomic(path, front_matter(run_dir, config, summary) + "\n".join(lines))
     return path
+
+
+# The hub's task type for each Florence-2 task a run can be evaluated on (model-index results).
+HUB_TASKS = {tasks.VQA: "visual-question-answering", tasks.OD: "object-detection",
+             tasks.GROUNDING: "object-detection", tasks.OCR: "image-to-text", tasks.CAPTION: "image-to-text"}
+
+
+def evaluated_tasks(run_dir: Path) -> list[str]:
+    """The tasks the run was evaluated on, as its prediction records name them."""
+    return sorted({r["task"] for r in read_jsonl(Path(run_dir) / "predictions.jsonl") if r.get("task")})
+
+
+def example_prompt(run_dir: Path, config) -> str:
+    """A prompt of the run's own task for the card's examples: a question after the task prompt, or the token."""
+    found = evaluated_tasks(run_dir)
+    task = found[0] if found else tasks.VQA
+    return f"{config.task_prompt}What is the total?" if task == tasks.VQA else tasks.prompt_for(task, "a stamp")
+
+
+def front_matter(run_dir: Path, config, summary: dict[str, Any]) -> str:
+    """The YAML block the hub reads: base model, library, pipeline, datasets, tags, results (model-index)."""
+    meta: dict[str, Any] = {}
+    if is_hub_id(config.model):
+        meta["base_model"] = config.model
+    meta.update({"library_name": "transformers", "pipeline_tag": "image-text-to-text"})
+    hub_data = data.hub_datasets(config.dataset)
+    if hub_data:
+        meta["datasets"] = hub_data
+    meta["tags"] = ["florence-2", "florence-tune", "vision-language"]
+    after = summary.get("metrics_after") or {}
+    if after:
+        found = evaluated_tasks(run_dir)
+        task = HUB_TASKS.get(found[0] if found else tasks.VQA, "image-text-to-text")
+        dataset = {"name": config.dataset, "type": hub_data[0] if hub_data else config.dataset,
+                   "split": config.eval_split}
+        metrics = [{"type": name, "value": value, "name": LABELS.get(name, name)} for name, value in after.items()
+                   if value is not None]
+        meta["model-index"] = [{"name": Path(config.output_dir).name or "florence-2",
+                                "results": [{"task": {"type": task}, "dataset": dataset, "metrics": metrics}]}]
+    return "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n\n"
 
 
 def task_line(run_dir: Path, task_prompt: str) -> str:
     """The tasks the run was evaluated on, as its prediction records name them."""
-    found = sorted({r["task"] for r in read_jsonl(Path(run_dir) / "predictions.jsonl") if r.get("task")})
+    found = evaluated_tasks(run_dir)
     if found:
         return "- Task: " + ", ".join(f"`{task}`" for task in found)
     return f"- Task prompt: `{task_prompt}` (before questions; task data carries its own)"
@@ -82,12 +126,20 @@ def metric_lines(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
-def model_lines(final: Path) -> list[str]:
+def model_lines(final: Path, example: str) -> list[str]:
     return [
         "```python",
         "from transformers import AutoProcessor, Florence2ForConditionalGeneration",
         f'model = Florence2ForConditionalGeneration.from_pretrained("{final}")',
         f'processor = AutoProcessor.from_pretrained("{final}")',
+        "```",
+        "",
+        "or through a pipeline:",
+        "",
+        "```python",
+        "from transformers import pipeline",
+        f'answer = pipeline("image-text-to-text", model="{final}")',
+        f'answer(images="page.png", text="{example}")',
         "```",
     ]
 
