@@ -103,6 +103,12 @@ def test_ask_answers_what_predict_prints_for_a_pil_image_a_path_or_bytes(model, 
         assert isinstance(answer, str) and answer and printed == answer + "\n"
 
 
+def test_the_model_is_where_this_process_computes(model):
+    from florence_tune import distributed
+
+    assert model.device == distributed.device()  # its GPU under CUDA, as predict and evaluate place it
+
+
 def test_lists_are_answered_in_batches_as_each_alone(model, listed, pages):
     one_by_one = [model.ask(p, q) for p, q in zip(pages, QUESTIONS, strict=True)]
     assert any(one_by_one) and len(set(one_by_one)) > 1, f"answers that tell batches apart: {one_by_one}"
