@@ -8,18 +8,18 @@
 so ``import florence_tune`` (and the command line's ``--help``) loads neither torch nor transformers.
 """
 
-import importlib
-
 __version__ = "0.1.0"
 __all__ = ["Model", "__version__", "evaluate", "load", "train"]
 _API = frozenset({"Model", "evaluate", "load", "train"})
 
 
 def __getattr__(name: str):
-    # importlib rather than an import statement: this package's own module is the bottom of the layers
-    # (tests/test_layout.py), and the API at the top is only handed out from here, on first use.
+    # The package's face hands out the API (the top layer) on first use; tests/test_layout.py allows this one
+    # lazy import from the bottom layer, and only here.
     if name in _API:
-        return getattr(importlib.import_module("florence_tune.api"), name)
+        from florence_tune import api
+
+        return getattr(api, name)
     raise AttributeError(f"module 'florence_tune' has no attribute {name!r}")
 
 

@@ -358,6 +358,9 @@ def _coerce(cls: type, f: dataclasses.Field, value: Any, source: str) -> Any:
                 float: number or written_number, str: isinstance(value, str) or number, list: isinstance(value, list)}
     if not accepted.get(kind, True):
         raise UsageError(f"setting '{f.name}' in {source} must be {kind.__name__}, got {value!r}")
+    choices = f.metadata.get("choices")
+    if choices and value not in choices:  # the flag's argparse checks these; a file or the Python API must too
+        raise UsageError(f"setting '{f.name}' in {source} must be one of {', '.join(choices)}, got {value!r}")
     try:
         return kind(value)
     except (TypeError, ValueError):

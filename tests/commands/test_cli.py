@@ -283,6 +283,7 @@ def test_a_run_without_an_epoch_boundary_checkpoints_by_default_and_says_so(tmp_
     ("epochs: null\n", "setting 'epochs' in"),
     ("shuffle: 1\n", "setting 'shuffle' in"),
     ("task_prompt: true\n", "setting 'task_prompt' in"),
+    ("multi_image: bogus\n", "must be one of tile, skip"),
 ])
 def test_yaml_values_of_the_wrong_type_are_refused_as_the_flag_would_be(text, message, tmp_path, capsys):
     """A YAML value is held to the same type as the flag: never 2.5 → 2, true → 1, or null for a number."""
