@@ -107,7 +107,8 @@ def test_json_lines_carry_their_own_questions_and_tasks_paths_relative_to_the_fi
 
 
 def test_a_corrupt_image_among_good_ones_is_a_counted_skip_on_its_line(scans, tmp_path, capsys):
-    (scans / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
+    whole = (scans / "a.png").read_bytes()
+    (scans / "broken.png").write_bytes(whole[: len(whole) // 2])  # a PNG cut off halfway
     output = tmp_path / "preds.jsonl"
     assert main(["predict", *QUICK, "--image", str(scans), "--question", "Total?", "--output", str(output)]) == 0
     summary = json.loads(capsys.readouterr().out.splitlines()[-1])
@@ -135,29 +136,45 @@ def test_one_image_with_output_writes_one_line(scans, tmp_path, capsys):
                     "answer": single_answer(capsys, scans / "a.png", "--question", "Total?")}
 
 
+def empty_folder(tmp):
+    (tmp / "empty").mkdir()
+    (tmp / "empty" / "notes.txt").write_text("no image here")
+    return tmp / "empty", []
+
+
+def glob_matching_nothing(tmp):
+    return tmp / "nothing" / "*.jpg", []
+
+
+def unopenable_pdf(tmp):
+    (tmp / "bad.pdf").write_bytes(b"%PDF-1.4 not really a PDF")
+    return tmp / "bad.pdf", []
+
+
+def output_inside_the_input_folder(tmp):
+    (tmp / "in").mkdir()
+    page((1, 2, 3)).save(tmp / "in" / "a.png")
+    return tmp / "in", ["--output", str(tmp / "in" / "preds.jsonl")]
+
+
+def rows_and_a_question_flag(tmp):
+    (tmp / "q.jsonl").write_text('{"image": "a.png", "question": "q"}\n')
+    return tmp / "q.jsonl", []
+
+
 @pytest.mark.parametrize(
-    ("make", "extra", "message"),
-    [
-        (lambda tmp: (tmp / "empty").mkdir() or (tmp / "empty" / "a.txt").write_text("x") or tmp / "empty",
-         [], "no image"),
-        (lambda tmp: tmp / "nothing" / "*.jpg", [], "matches no image"),
-        (lambda tmp: (tmp / "bad.pdf").write_bytes(b"%PDF-1.4 not really") or tmp / "bad.pdf", [],
-         "cannot open PDF"),
-        (lambda tmp: (tmp / "in").mkdir() or page((1, 2, 3)).save(tmp / "in" / "a.png") or tmp / "in",
-         ["--output", "{tmp}/in/preds.jsonl"], "inside"),
-        (lambda tmp: (tmp / "q.jsonl").write_text('{"image": "a.png", "question": "q"}\n') or tmp / "q.jsonl",
-         ["--question", "Total?"], "carry their own"),
-    ],
-    ids=["empty-folder", "glob-matching-nothing", "unopenable-pdf", "output-inside-input-folder", "rows-and-flag"],
+    ("make", "message"),
+    [(empty_folder, "holds no image"), (glob_matching_nothing, "matches no image"),
+     (unopenable_pdf, "cannot open PDF"), (output_inside_the_input_folder, "inside"),
+     (rows_and_a_question_flag, "carry their own")],
+    ids=lambda value: value.__name__ if callable(value) else value,
 )
-def test_bad_input_is_one_line_and_exit_2_before_the_model_loads(make, extra, message, tmp_path, monkeypatch,
-                                                                   capsys):
+def test_bad_input_is_one_line_and_exit_2_before_the_model_loads(make, message, tmp_path, monkeypatch, capsys):
     from florence_tune.model import loading
 
     monkeypatch.setattr(loading, "load", lambda *a, **k: pytest.fail("the model loaded before the input was checked"))
-    spec = make(tmp_path)
-    asked = [] if "--question" in extra else ["--question", "Total?"]
-    argv = ["predict", *QUICK, "--image", str(spec), *asked, *[e.format(tmp=tmp_path) for e in extra]]
+    spec, extra = make(tmp_path)
+    argv = ["predict", *QUICK, "--image", str(spec), "--question", "Total?", *extra]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1, err
