@@ -74,8 +74,11 @@ def _is_main() -> bool:
 def _predict(config: PredictConfig) -> int:
     from florence_tune.commands import predict
 
-    answer = predict.run(config)
-    print(answer if isinstance(answer, str) else json.dumps(answer))
+    result = predict.run(config, lines=sys.stdout)
+    if result.summary is None:  # one image, no --output: its answer alone, as predict has always printed
+        print(result.answer if isinstance(result.answer, str) else json.dumps(result.answer))
+    else:  # with the lines on stdout, the summary goes to stderr
+        print(json.dumps(result.summary), file=sys.stdout if result.summary["output"] else sys.stderr)
     return 0
 
 

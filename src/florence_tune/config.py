@@ -244,9 +244,17 @@ class PredictConfig(TaskSettings, GenerationSettings):
     task_prompt: str | None = setting(None, "Task prompt put before every question (default: the one the run given "
                                             "as --model was trained with, else <VQA>).")
     model: str = setting(None, "Model: 'tiny', a hub id, a run directory, or a final/ or checkpoint folder.")
-    image: str = setting(None, "Path of the image to ask about.")
+    image: str = setting(None, "What to ask about: an image file; a folder (every image and PDF below it, sorted); "
+                               "a glob ('scans/*.jpg', quoted); a PDF (each page); or a JSON lines file of "
+                               '{"image": ..., "question": ...} or {"image": ..., "task": ...} rows, paths '
+                               "relative to it.")
     question: str = setting(None, "Question about the image (VQA).")
     task: str = setting(None, "Florence-2 task token instead of a question: <CAPTION>, <OCR>, <OD>, ...")
+    output: str = setting(None, "Write one JSON line per image, page or row here (default: to stdout; one image "
+                                "without --output prints its answer alone).")
+    batch_size: int = setting(8, "Images per generation batch.", minimum=1)
+    pdf_dpi: int = setting(200, "Resolution PDF pages are rendered at (200: a Letter or A4 page is about "
+                                "1700 x 2300 px).", minimum=1)
     trust_remote_code: bool = setting(False, "Allow code from the model repository to run (off by default).")
 
 
