@@ -27,7 +27,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from florence_tune import distributed, tasks
+from florence_tune import distributed
 from florence_tune.commands import options, predict
 from florence_tune.config import EvalConfig, PredictConfig, TrainConfig, build, check_bounds, load_yaml
 from florence_tune.data import in_memory
@@ -139,7 +139,7 @@ class Model:
             model.ask(page, ["What is the total?", "What is the date?"])   # one page, two questions
         """
         images, questions, many = _paired(image, question)
-        prompts = [predict.build_prompt(self._call(image, question=q))
+        prompts = [predict.prompt_of(q, None, self._call(image, question=q))
                    for image, q in zip(images, questions, strict=True)]
         answers = self._respond(images, prompts)
         return answers if many else answers[0]
@@ -153,7 +153,7 @@ class Model:
             model.run(photo, "<CAPTION_TO_PHRASE_GROUNDING>", "a red car")
         """
         images, texts, many = _paired(image, text)
-        prompts = [predict.build_prompt(self._call(image, task=task + (t or "")))
+        prompts = [predict.prompt_of(None, task + (t or ""), self._call(image, task=task + (t or "")))
                    for image, t in zip(images, texts, strict=True)]
         found = self._respond(images, prompts)
         return found if many else found[0]
@@ -164,7 +164,7 @@ class Model:
 
     def _respond(self, images: list[Any], prompts: list[tuple[str, str | None]]) -> list[Any]:
         """What ``predict.run`` does after loading, for many images: one ``Sample`` each, answered by
-        ``generation.answer`` in batches, location tasks parsed by the processor."""
+        ``generation.answer`` in batches, read as predict reads them (``predict.reading``)."""
         pages = [_opened(image) for image in images]
         samples = [Sample(id=str(i), image=page, prompt=prompt, target="", meta={"task": task} if task else {})
                    for i, (page, (prompt, task)) in enumerate(zip(pages, prompts, strict=True))]
@@ -172,8 +172,7 @@ class Model:
         texts: list[str] = []
         for start in range(0, len(samples), self.batch_size):
             texts += answer(self.model, self.processor, samples[start: start + self.batch_size], decoding)
-        return [text if task not in tasks.LOCATION_TASKS else
-                self.processor.post_process_generation(text, task=task, image_size=page.size)[task]
+        return [predict.reading(self.processor, text, task, page.size)
                 for text, page, (_, task) in zip(texts, pages, prompts, strict=True)]
 
 
