@@ -103,7 +103,8 @@ def load(model: str | os.PathLike, *, batch_size: int = 8, **settings: Any) -> M
         raise UsageError(f"batch_size must be an int of at least 1 (got {batch_size!r})")
     check_bounds(config)
     found, processor = loading.load(config.model, trust_remote_code=config.trust_remote_code,
-                                    device=distributed.device())
+                                    device=distributed.device(),
+                                    dtype=options.generation_dtype(config, distributed.device()))
     return Model(found, processor, config, batch_size)
 
 

@@ -67,6 +67,15 @@ class GenerationSettings:
 
 
 @dataclass
+class PrecisionSettings:
+    """The precision generation runs in; shared by evaluate and predict (training evaluates in its own)."""
+
+    dtype: str = setting("auto", "Precision of generation: auto (on a GPU, the one the run trained in, from its "
+                                 "config.yaml; float32 on a CPU), float32, bfloat16 or float16 (GPU only).",
+                         choices=["auto", "float32", "bfloat16", "float16"])
+
+
+@dataclass
 class TaskSettings:
     """The task prompt of VQA samples; shared by train, evaluate, data inspect and predict."""
 
@@ -206,7 +215,7 @@ class TrainConfig(LoraFields, TaskSettings, DataSettings, GenerationSettings):
 
 
 @dataclass
-class EvalConfig(TaskSettings, DataSettings, GenerationSettings):
+class EvalConfig(TaskSettings, DataSettings, GenerationSettings, PrecisionSettings):
     task_prompt: str | None = setting(None, "Task prompt put before every question (default: the one the run given "
                                             "as --model was trained with, else <VQA>).")
     model: str = setting(None, "Model: 'tiny', a hub id, a run directory, or a final/ or checkpoint folder.")
@@ -240,7 +249,7 @@ class InspectConfig(TaskSettings, DataSettings):
 
 
 @dataclass
-class PredictConfig(TaskSettings, GenerationSettings):
+class PredictConfig(TaskSettings, GenerationSettings, PrecisionSettings):
     task_prompt: str | None = setting(None, "Task prompt put before every question (default: the one the run given "
                                             "as --model was trained with, else <VQA>).")
     model: str = setting(None, "Model: 'tiny', a hub id, a run directory, or a final/ or checkpoint folder.")

@@ -322,6 +322,9 @@ def test_yaml_values_the_flags_accept_still_load(tmp_path):
     (["train", "--report-to", "wandb"], "--report-to wandb needs its package: pip install wandb"),
     (["train", "--freeze", "*"], "nothing is left to train"),
     (["train", "--report-to", "tensorboard,none"], "--report-to none means no logger"),
+    (["evaluate", "--model", "tiny", "--dtype", "float16"], "--dtype float16 needs a CUDA GPU"),
+    (["predict", "--model", "tiny", "--image", "{file}", "--question", "q", "--dtype", "float16"],
+     "--dtype float16 needs a CUDA GPU"),
     (["train", "--task-prompt", "<OD>"], "--task-prompt '<OD>' takes no text"),
     (["evaluate", "--model", "tiny", "--task-prompt", "<OCR>"], "--task-prompt '<OCR>' takes no text"),
     (["evaluate", "--model", "tiny", "--output", "{file}/p.jsonl"], "'{file}' is a file"),
@@ -362,3 +365,27 @@ def test_training_further_from_adapters_continues_them_or_says_how(tmp_path, cap
     after = load_file(str(tmp_path / "more" / "final" / "adapter_model.safetensors"))
     assert before.keys() == after.keys(), "the same adapters, trained further (none added on top)"
     assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_generation_runs_in_the_precision_asked_for_or_the_one_the_run_trained_in(tmp_path, capsys):
+    import torch
+    import yaml
+
+    from florence_tune.commands.options import generation_dtype
+    from florence_tune.config import EvalConfig
+
+    run = tmp_path / "run"
+    (run / "final").mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump({"bf16": True}))
+    gpu, cpu = torch.device("cuda", 0), torch.device("cpu")
+    for model in (str(run), str(run / "final")):
+        assert generation_dtype(EvalConfig(model=model), gpu) == torch.bfloat16, "on a GPU: as the run trained"
+        assert generation_dtype(EvalConfig(model=model), cpu) == torch.float32
+    (run / "config.yaml").write_text(yaml.safe_dump({"fp16": True}))
+    assert generation_dtype(EvalConfig(model=str(run)), gpu) == torch.float16
+    assert generation_dtype(EvalConfig(model=str(run), dtype="float32"), gpu) == torch.float32
+    assert generation_dtype(EvalConfig(model="tiny", dtype="bfloat16"), cpu) == torch.bfloat16
+    output = tmp_path / "p.jsonl"
+    assert main(["evaluate", "--model", "tiny", "--dataset", "synthetic", "--max-samples", "2", "--num-beams", "1",
+                 "--max-new-tokens", "4", "--dtype", "bfloat16", "--output", str(output)]) == 0
+    assert len(output.read_text().splitlines()) == 2

@@ -29,7 +29,8 @@ def run(config: EvalConfig) -> dict[str, Any]:
     data.check_usable(dataset, f"split '{config.split}' of '{config.dataset}'")
     with distributed.main_process_first():
         model, processor = loading.load(config.model, trust_remote_code=config.trust_remote_code,
-                                        device=distributed.device())
+                                        device=distributed.device(),
+                                        dtype=options.generation_dtype(config, distributed.device()))
     found, skipped = predict_dataset(model, processor, dataset, batch_size=config.batch_size,
                                      decoding=options.decoding(config), num_workers=config.num_workers)
     summary = (records.unscored(found, config.dataset, config.split) if dataset.predict_only
@@ -63,6 +64,7 @@ def validate(config: EvalConfig) -> list[str] | None:
         raise UsageError("evaluate needs --model (e.g. --model runs/demo, --model tiny or a hub id)")
     check_bounds(config)
     options.task_prompt(config)
+    options.generation_dtype(config, distributed.device())
     metric_names = task_metrics.parse_names(config.metrics)  # a misspelt metric fails before any heavy work
     paths.check_output_file(config.output, "--output", inputs=paths.local_inputs(config.model),
                             data=paths.local_inputs(config.dataset))

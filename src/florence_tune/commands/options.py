@@ -21,7 +21,8 @@ from florence_tune.model.strategies import LoraSettings
 def task_prompt(config) -> str:
     """The prompt put before questions: the one given, else the one the run named by ``--model`` was trained
     with (its config.yaml), else VQA. A task token that takes no text cannot be one."""
-    prompt = config.task_prompt if config.task_prompt is not None else _saved_prompt(config.model)
+    prompt = config.task_prompt if config.task_prompt is not None else (
+        _run_settings(config.model).get("task_prompt") or tasks.VQA)
     if prompt.strip() in tasks.BARE_TOKEN_TASKS:
         raise UsageError(f"--task-prompt '{prompt}' takes no text, so no question can follow it: ask with a "
                          "question prompt such as <VQA> or <DocVQA>, or run the task itself (predict --task "
@@ -29,13 +30,28 @@ def task_prompt(config) -> str:
     return prompt
 
 
-def _saved_prompt(model_spec: str | None) -> str:
+def _run_settings(model_spec: str | None) -> dict:
+    """The settings of the run ``--model`` names (its config.yaml), or {} for anything else."""
     model = Path(str(model_spec or "")).expanduser()
     for saved in (model / "config.yaml", model.parent / "config.yaml"):  # a run, or its final/ or checkpoint-N/
         if model.exists() and saved.is_file():
             with contextlib.suppress(OSError, yaml.YAMLError, AttributeError):
-                return (yaml.safe_load(saved.read_text()) or {}).get("task_prompt") or tasks.VQA
-    return tasks.VQA
+                found = yaml.safe_load(saved.read_text())
+                return found if isinstance(found, dict) else {}
+    return {}
+
+
+def generation_dtype(config, device):
+    """The torch dtype answers are generated in: ``--dtype``, or with ``auto`` on a GPU the precision the run
+    trained in (bf16 / fp16), float32 otherwise."""
+    import torch
+
+    if config.dtype == "auto":
+        saved = _run_settings(config.model) if device.type == "cuda" else {}
+        return torch.bfloat16 if saved.get("bf16") else torch.float16 if saved.get("fp16") else torch.float32
+    if config.dtype == "float16" and device.type != "cuda":
+        raise UsageError("--dtype float16 needs a CUDA GPU; on this machine use float32 or bfloat16")
+    return getattr(torch, config.dtype)
 
 
 def data_options(config, *, limit: int = 0, shuffle: bool = False, seed: int = 0) -> DataOptions:

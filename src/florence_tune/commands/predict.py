@@ -68,6 +68,7 @@ def validate(config: PredictConfig) -> Inputs:
     check_bounds(config)
     if not config.model:
         raise UsageError("predict needs --model (e.g. --model runs/demo or --model tiny)")
+    options.generation_dtype(config, distributed.device())
     if not config.image:
         raise UsageError("predict needs --image PATH (an image, a folder, a glob, a PDF or a JSON lines file)")
     found = found_inputs.find(config.image)
@@ -165,7 +166,8 @@ def _prepared(item: Item, reader: found_inputs.Reader, config: PredictConfig,
 
 
 def _load(config: PredictConfig):
-    return loading.load(config.model, trust_remote_code=config.trust_remote_code, device=distributed.device())
+    return loading.load(config.model, trust_remote_code=config.trust_remote_code, device=distributed.device(),
+                        dtype=options.generation_dtype(config, distributed.device()))
 
 
 @contextlib.contextmanager

@@ -83,7 +83,8 @@ def _reject_remote_code_layout(location: str, trust_remote_code: bool) -> None:
         )
 
 
-def load(spec: str, *, trust_remote_code: bool = False, quantization=None, device=None, train_adapters: bool = False):
+def load(spec: str, *, trust_remote_code: bool = False, quantization=None, device=None, train_adapters: bool = False,
+         dtype=None):
     """Return ``(model, processor)`` for a model spec, in eval mode, on ``device`` (default: the CPU).
 
     A folder of LoRA adapters loads its base model (named in the adapter config) and wraps it.
@@ -91,6 +92,8 @@ def load(spec: str, *, trust_remote_code: bool = False, quantization=None, devic
     """
     model, processor = _load(spec, trust_remote_code=trust_remote_code, quantization=quantization,
                              train_adapters=train_adapters)
+    if dtype is not None:  # generation in bf16 / fp16 (evaluate, predict); training keeps float32 weights
+        model = model.to(dtype=dtype)
     return (model.to(device) if device is not None else model), processor
 
 

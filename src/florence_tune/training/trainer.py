@@ -137,9 +137,10 @@ class FlorenceTrainer(reliability.ReliableTrainerMixin, Trainer):
         return metrics
 
     def generation_metrics(self, dataset, prefix: str) -> dict[str, float]:
-        found, skipped = loop.predict_dataset(
-            self.model, self.processing_class, dataset, batch_size=self.args.per_device_eval_batch_size,
-            num_workers=self.args.dataloader_num_workers, decoding=self.decoding)
+        with self.accelerator.autocast():  # answers generated in the precision the run trains in (--bf16, --fp16)
+            found, skipped = loop.predict_dataset(
+                self.model, self.processing_class, dataset, batch_size=self.args.per_device_eval_batch_size,
+                num_workers=self.args.dataloader_num_workers, decoding=self.decoding)
         if distributed.is_main():
             records.write_predictions(found, self.predictions_path)
         summary = records.summarise(found, self.metric_names)
