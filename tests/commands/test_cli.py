@@ -308,7 +308,8 @@ def test_yaml_values_the_flags_accept_still_load(tmp_path):
 @pytest.mark.parametrize(("argv", "message"), [
     (["train", "--lora-rank", "4"], "--lora-rank goes with --strategy lora or qlora"),
     (["train", "--use-dora"], "--use-dora goes with --strategy lora or qlora"),
-    (["train", "--fsdp"], "--fsdp shards across processes"),
+    (["train", "--fsdp"], "--fsdp shards on CUDA GPUs only" if not torch.cuda.is_available()
+     else "--fsdp shards across processes"),
     (["train", "--page-cache", "{file}"], "--page-cache '"),
     (["predict", "--model", "tiny", "--image", "{file}", "--task", "<OD>what is this"], "takes no text"),
     (["predict", "--model", "tiny", "--image", "{file}", "--task-prompt", "<OD>", "--question", "q"], "no question"),

@@ -117,6 +117,11 @@ def validate(config: TrainConfig) -> None:
         raise UsageError("--resume continues the run in --output-dir and --overwrite deletes it; pass only one")
     if config.fsdp and config.deepspeed:
         raise UsageError("choose one of --fsdp and --deepspeed")
+    if config.fsdp and not torch.cuda.is_available():
+        # measured: on CPU (gloo) the Trainer wraps the model in plain DDP under --fsdp; the weights after training
+        # are bit-identical to a run without it, so nothing would be sharded
+        raise UsageError("--fsdp shards on CUDA GPUs only: on CPU processes the Trainer runs plain DDP (the same "
+                         "weights as without --fsdp); drop --fsdp here")
     if config.fsdp and not distributed.launched():
         raise UsageError("--fsdp shards across processes; launch with torchrun --nproc-per-node N -m florence_tune "
                          "train ..., or drop --fsdp for one process")
