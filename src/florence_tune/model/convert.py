@@ -18,7 +18,7 @@ that adds Florence-2's location and task tokens at run time. Converting means:
   it lacks, in their original order, plus ``<image>``; the embedding matrix grows to match, padded to a
   multiple of 64 rows as the official conversion pads it (new rows start at the mean of the old ones);
   the image processor becomes a ``CLIPImageProcessor``, and the processor parses generated text with
-  Florence-2's own settings (``FLORENCE_POST_PROCESSOR_CONFIG``).
+  Florence-2's own settings (``tiny.POST_PROCESSOR_CONFIG``).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from florence_tune.errors import UsageError
-from florence_tune.model.tiny import FLORENCE_MARKER_TOKENS, IMAGE_TOKEN
+from florence_tune.model.tiny import FLORENCE_MARKER_TOKENS, IMAGE_TOKEN, POST_PROCESSOR_CONFIG
 
 # (original name pattern, native replacement), tried in order; the first match wins.
 RENAMES: tuple[tuple[str, str], ...] = (
@@ -68,30 +68,6 @@ SUPPORTED_VISION = {
     ("visual_temporal_embedding", "type"): "COSINE",
     ("image_pos_embed", "type"): "learned_abs_2d",
     ("image_feature_source",): ["spatial_avg_pool", "temporal_avg_pool"],
-}
-# Florence-2's parsers of generated text, as transformers' official conversion gives them to the processor
-# (src/transformers/models/florence2/convert_florence2_original_pytorch_to_hf.py, huggingface/transformers);
-# the phrases are those Microsoft's processing_florence2.py drops from grounding (its black list, 72 phrases).
-_GROUNDING_BANNED = (
-    "I", "me", "mine", "myself", "you", "your", "yours", "yourself", "yourselves",
-    "he", "him", "his", "himself", "she", "her", "hers", "herself", "it", "its", "itself",
-    "we", "us", "our", "ours", "ourselves", "they", "them", "their", "theirs", "themselves",
-    "one", "oneself", "each other", "one another", "this", "that", "these", "those",
-    "who", "whom", "whose", "which", "what", "all", "another", "any", "anybody", "anyone", "anything",
-    "each", "everybody", "everyone", "everything", "few", "many", "nobody", "none", "several",
-    "some", "somebody", "someone", "something", "the image", "image", "images", "the", "a", "an",
-    "a group", "other objects", "lots", "a set",
-)
-FLORENCE_POST_PROCESSOR_CONFIG = {
-    # The official keys; transformers' parser reads "PATTERN"/"AREA_THRESHOLD", whose defaults are these values.
-    "ocr": {"pattern": r"(.+?)" + r"<loc_(\d+)>" * 8, "area_threshold": 0.0},
-    "phrase_grounding": {"banned_grounding_tokens": list(_GROUNDING_BANNED)},
-    "pure_text": {},
-    "description_with_bboxes": {},
-    "description_with_polygons": {},
-    "polygons": {},
-    "bboxes": {},
-    "description_with_bboxes_or_polygons": {},
 }
 _VISION_SAME_NAME = ("depths", "num_heads", "num_groups", "window_size", "projection_dim", "patch_size",
                      "patch_stride", "patch_padding", "patch_prenorm", "drop_path_rate")
@@ -332,7 +308,7 @@ def build_processor(source: Path, tokenizer, config):
         image_seq_length=seq_length,
     )
     return Florence2Processor(image_processor=image_processor, tokenizer=tokenizer,
-                              post_processor_config=FLORENCE_POST_PROCESSOR_CONFIG)
+                              post_processor_config=POST_PROCESSOR_CONFIG)
 
 
 def _read_json(path: Path) -> dict[str, Any]:

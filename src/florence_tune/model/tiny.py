@@ -20,7 +20,7 @@ from pathlib import Path
 
 from florence_tune.paths import cache_root
 
-TINY_VERSION = "4"  # bumped whenever what the tiny model is built from changes (4: the original token spellings)
+TINY_VERSION = "5"  # bumped whenever what the tiny model is built from changes (5: Florence-2's parser settings)
 IMAGE_SIZE = 128
 # The vision tower downsamples by 32 (strides 4, 2, 2, 2): 4x4 spatial tokens plus one pooled token.
 IMAGE_SEQ_LENGTH = (IMAGE_SIZE // 32) ** 2 + 1
@@ -39,10 +39,24 @@ FLORENCE_MARKER_TOKENS = (
     ]
 )
 IMAGE_TOKEN = "<image>"
-# The parsers the processor may run on generated text (it refuses tasks missing from this mapping).
+# Florence-2's parsers of generated text (the processor refuses tasks missing here), for the tiny model and for
+# converted checkpoints alike, as transformers' official conversion gives them to the processor
+# (src/transformers/models/florence2/convert_florence2_original_pytorch_to_hf.py, huggingface/transformers);
+# the phrases are those Microsoft's processing_florence2.py drops from grounding (its black list, 72 phrases).
+_GROUNDING_BANNED = (
+    "I", "me", "mine", "myself", "you", "your", "yours", "yourself", "yourselves",
+    "he", "him", "his", "himself", "she", "her", "hers", "herself", "it", "its", "itself",
+    "we", "us", "our", "ours", "ourselves", "they", "them", "their", "theirs", "themselves",
+    "one", "oneself", "each other", "one another", "this", "that", "these", "those",
+    "who", "whom", "whose", "which", "what", "all", "another", "any", "anybody", "anyone", "anything",
+    "each", "everybody", "everyone", "everything", "few", "many", "nobody", "none", "several",
+    "some", "somebody", "someone", "something", "the image", "image", "images", "the", "a", "an",
+    "a group", "other objects", "lots", "a set",
+)
 POST_PROCESSOR_CONFIG = {
-    "ocr": {"AREA_THRESHOLD": 0.0},
-    "phrase_grounding": {"banned_grounding_tokens": ["it", "its", "they", "them", "this", "that", "the image"]},
+    # The official keys; transformers' parser reads "PATTERN"/"AREA_THRESHOLD", whose defaults are these values.
+    "ocr": {"pattern": r"(.+?)" + r"<loc_(\d+)>" * 8, "area_threshold": 0.0},
+    "phrase_grounding": {"banned_grounding_tokens": list(_GROUNDING_BANNED)},
     "pure_text": {},
     "description_with_bboxes": {},
     "description_with_polygons": {},
