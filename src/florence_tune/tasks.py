@@ -17,28 +17,78 @@ import math
 import numbers
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
 VQA = "<VQA>"
 OCR = "<OCR>"
+OCR_WITH_REGION = "<OCR_WITH_REGION>"
 CAPTION = "<CAPTION>"
 DETAILED_CAPTION = "<DETAILED_CAPTION>"
 MORE_DETAILED_CAPTION = "<MORE_DETAILED_CAPTION>"
 OD = "<OD>"
-GROUNDING = "<CAPTION_TO_PHRASE_GROUNDING>"
 DENSE_REGION_CAPTION = "<DENSE_REGION_CAPTION>"
 REGION_PROPOSAL = "<REGION_PROPOSAL>"
+GROUNDING = "<CAPTION_TO_PHRASE_GROUNDING>"
+OPEN_VOCABULARY_DETECTION = "<OPEN_VOCABULARY_DETECTION>"
+REFERRING_SEGMENTATION = "<REFERRING_EXPRESSION_SEGMENTATION>"
+REGION_TO_SEGMENTATION = "<REGION_TO_SEGMENTATION>"
+REGION_TO_CATEGORY = "<REGION_TO_CATEGORY>"
+REGION_TO_DESCRIPTION = "<REGION_TO_DESCRIPTION>"
+REGION_TO_OCR = "<REGION_TO_OCR>"
+# Not a Florence-2 token: key-value extraction to a JSON object, learnt from the prompt as any new task is.
+EXTRACTION = "<EXTRACTION>"
 
-# Tasks whose answer is boxes with labels (scored with mAP, decoded with post-processing).
-BOX_TASKS = frozenset({OD, GROUNDING, DENSE_REGION_CAPTION, REGION_PROPOSAL})
+
+@dataclass(frozen=True)
+class Task:
+    """What a task's prompt takes and what its answer is, as the pretrained checkpoints write it.
+
+    ``prompt``: ``none`` (the bare token: the processor replaces it by a fixed sentence), ``text`` (a phrase
+    or expression after the token), ``region`` (a box in location tokens after the token) or ``question``.
+    ``answer``: ``text``; ``boxes`` (``label<loc_x1><loc_y1><loc_x2><loc_y2>`` per object, the label empty for
+    region proposals); ``polygons`` (``<loc_x><loc_y>`` per vertex, polygons of one object joined by
+    ``<sep>``); ``quads`` (``text`` and the line's four corners, eight location tokens, clockwise from the
+    top left); ``region_text`` (the text, then the prompt's box again: ``car<loc_52><loc_332>...``).
+    """
+
+    prompt: str
+    answer: str
+
+
+TASKS: dict[str, Task] = {
+    VQA: Task("question", "text"),
+    EXTRACTION: Task("none", "text"),
+    OCR: Task("none", "text"),
+    CAPTION: Task("none", "text"),
+    DETAILED_CAPTION: Task("none", "text"),
+    MORE_DETAILED_CAPTION: Task("none", "text"),
+    OCR_WITH_REGION: Task("none", "quads"),
+    OD: Task("none", "boxes"),
+    DENSE_REGION_CAPTION: Task("none", "boxes"),
+    REGION_PROPOSAL: Task("none", "boxes"),
+    GROUNDING: Task("text", "boxes"),
+    OPEN_VOCABULARY_DETECTION: Task("text", "boxes"),
+    REFERRING_SEGMENTATION: Task("text", "polygons"),
+    REGION_TO_SEGMENTATION: Task("region", "polygons"),
+    REGION_TO_CATEGORY: Task("region", "region_text"),
+    REGION_TO_DESCRIPTION: Task("region", "region_text"),
+    REGION_TO_OCR: Task("region", "text"),
+}
+
+BOX_TASKS = frozenset(t for t, spec in TASKS.items() if spec.answer == "boxes")
+POLYGON_TASKS = frozenset(t for t, spec in TASKS.items() if spec.answer == "polygons")
+REGION_TASKS = frozenset(t for t, spec in TASKS.items() if spec.prompt == "region")
 CAPTION_TASKS = frozenset({CAPTION, DETAILED_CAPTION, MORE_DETAILED_CAPTION})
 # Tasks the processor replaces by a fixed sentence: their prompt must be the bare token, nothing else.
-BARE_TOKEN_TASKS = frozenset({OCR, CAPTION, DETAILED_CAPTION, MORE_DETAILED_CAPTION, OD,
-                              DENSE_REGION_CAPTION, REGION_PROPOSAL})
-# Tasks whose generated text carries location tokens that the processor turns into pixel coordinates.
-LOCATION_TASKS = BOX_TASKS | frozenset({"<OCR_WITH_REGION>", "<OPEN_VOCABULARY_DETECTION>",
-                                        "<REFERRING_EXPRESSION_SEGMENTATION>", "<REGION_TO_SEGMENTATION>"})
+BARE_TOKEN_TASKS = frozenset(t for t, spec in TASKS.items() if spec.prompt == "none" and t != EXTRACTION)
+# Tasks whose generated text carries location tokens (plain decoding would drop them as special tokens).
+LOCATION_TASKS = frozenset(t for t, spec in TASKS.items() if spec.answer != "text")
+
+# How a question's answer is judged: the metric each benchmark publishes (evaluation/answer_metrics.py), picked
+# per sample from its source (a Cauldron configuration, a ``metric`` field of a JSON line); ANLS otherwise.
+ANSWER_METRICS = ("anls", "exact_match", "relaxed_accuracy", "vqa_accuracy", "multiple_choice_accuracy")
 
 BINS = 1000
 _GENERATION_MARKERS = ("<s>", "</s>", "<pad>")
@@ -57,7 +107,7 @@ def task_of(meta: dict[str, Any] | None, prompt: str | None = None) -> str:
         return meta["task"]
     if prompt and prompt.startswith("<") and ">" in prompt:
         token = prompt[: prompt.index(">") + 1]
-        if token in BARE_TOKEN_TASKS | LOCATION_TASKS:
+        if token in TASKS and token != VQA:
             return token
     return VQA
 
@@ -111,6 +161,47 @@ def encode_objects(labels: Sequence[str], boxes: Sequence[Sequence[float]], imag
     return "".join(clean_label(label) + box_tokens(box, image_size) for label, box in zip(labels, boxes, strict=True))
 
 
+def point_tokens(points: Sequence[float], image_size: tuple[int, int]) -> str:
+    """``<loc_x><loc_y>`` per vertex of a flat ``[x1, y1, x2, y2, ...]`` polygon (the processor quantises
+    points with the same rule as boxes)."""
+    width, height = image_size
+    return "".join(f"<loc_{quantize(x, width)}><loc_{quantize(y, height)}>" for x, y in zip(points[0::2], points[1::2],
+                                                                                           strict=True))
+
+
+def encode_polygons(labels: Sequence[str], objects: Sequence[Sequence[Sequence[float]]],
+                    image_size: tuple[int, int]) -> str:
+    """Target text of a segmentation answer: per object its label (empty for referring expressions and
+    regions, whose prompt names the object) and its polygons joined by ``<sep>``."""
+    return "".join(clean_label(label) + "<sep>".join(point_tokens(polygon, image_size) for polygon in polygons)
+                   for label, polygons in zip(labels, objects, strict=True))
+
+
+def quad_of(box: Sequence[float]) -> list[float]:
+    """The four corners of an ``[x1, y1, x2, y2]`` box, clockwise from the top left, as a text line's quad."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    return [x1, y1, x2, y1, x2, y2, x1, y2]
+
+
+def encode_lines(texts: Sequence[str], quads: Sequence[Sequence[float]], image_size: tuple[int, int]) -> str:
+    """Target text of ``<OCR_WITH_REGION>``: each line's text, then its quad's eight location tokens."""
+    return "".join(clean_label(text) + point_tokens(quad, image_size) for text, quad in zip(texts, quads, strict=True))
+
+
+def region_text(task: str, text: str, box: Sequence[float], image_size: tuple[int, int]) -> str:
+    """Target of a region task answered in words: the text, followed by the prompt's box again where the
+    checkpoints write it so (``<REGION_TO_CATEGORY>``, ``<REGION_TO_DESCRIPTION>``)."""
+    text = clean_label(text)
+    return text + box_tokens(box, image_size) if TASKS[task].answer == "region_text" else text
+
+
+def answer_text(task: str, text: str) -> str:
+    """The words of an answer: location tokens dropped from a region task's echoed box, markers stripped."""
+    if TASKS.get(task, TASKS[VQA]).answer == "region_text":
+        return " ".join(_LOCATION.sub(" ", strip_markers(text)).split())
+    return text
+
+
 def clean_label(label: str) -> str:
     """A label as it can appear in a target: no '<' (it would open a token) and no outer spaces."""
     return " ".join(str(label).replace("<", " ").replace(">", " ").split())
@@ -134,8 +225,10 @@ def strip_markers(text: str) -> str:
     return text.strip()
 
 
-def parse_boxes(processor, text: str, task: str, image_size: tuple[int, int]) -> dict[str, list]:
-    """``{"boxes": [[x1, y1, x2, y2], ...], "labels": [...]}`` from generated text or a target.
+def parse_answer(processor, text: str, task: str, image_size: tuple[int, int]) -> dict[str, list] | str:
+    """What an answer says, in pixels, from generated text or a target, by the task's answer kind:
+    ``{"boxes", "labels"}``, ``{"polygons", "labels"}`` (per object a list of flat polygons) or
+    ``{"quads", "labels"}`` (labels: each line's text); for text answers, the words (``answer_text``).
 
     The processor's parser finds the labels and their bins, with two departures that would otherwise
     cost a perfect answer its score. It is asked for a 1000 x 1000 image, where its dequantize gives each
@@ -147,11 +240,27 @@ def parse_boxes(processor, text: str, task: str, image_size: tuple[int, int]) ->
     would come back as ``caf`` and two Japanese labels as the same empty one (transformers 5.24; the
     escape can go once that line does). Labels are stripped once restored, as the processor strips them.
     """
+    kind = TASKS.get(task, TASKS[VQA]).answer
+    if kind in ("text", "region_text"):
+        return answer_text(task, text)
     ascii_text = _UNSAFE.sub(lambda match: f"\\{ord(match.group()):06x}", text)
     parsed = processor.post_process_generation(text=ascii_text, task=task, image_size=(BINS, BINS))[task]
     width, height = image_size
-    boxes = [[dequantize(x1, width), dequantize(y1, height), dequantize(x2, width), dequantize(y2, height)]
-             for x1, y1, x2, y2 in parsed.get("bboxes", [])]
+
+    def pixels(bins: Sequence[float]) -> list[float]:  # x, y, x, y, ... bins → bin centres on the real image
+        return [dequantize(int(b), width if i % 2 == 0 else height) for i, b in enumerate(bins)]
+
+    if kind == "polygons":
+        found = {"polygons": [[pixels(polygon) for polygon in polygons] for polygons in parsed.get("polygons", [])]}
+    elif kind == "quads":
+        found = {"quads": [pixels(quad) for quad in parsed.get("quad_boxes", [])]}
+    else:
+        found = {"boxes": [pixels(box) for box in parsed.get("bboxes", [])]}
     labels = parsed.get("labels", parsed.get("bboxes_labels", []))
-    labels = [_ESCAPED.sub(lambda match: chr(int(match.group(1), 16)), str(label)).strip() for label in labels]
-    return {"boxes": boxes, "labels": labels}
+    found["labels"] = [_ESCAPED.sub(lambda match: chr(int(match.group(1), 16)), str(label)).strip() for label in labels]
+    return found
+
+
+def parse_boxes(processor, text: str, task: str, image_size: tuple[int, int]) -> dict[str, list]:
+    """``{"boxes": [[x1, y1, x2, y2], ...], "labels": [...]}`` of a box task's answer (``parse_answer``)."""
+    return parse_answer(processor, text, task, image_size)

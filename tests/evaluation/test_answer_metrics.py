@@ -140,8 +140,12 @@ def test_vqa_single_answer_is_scored_as_ten_identical_humans() -> None:
     assert vqa_accuracy("dog", ["dog"]) == 1.0
     assert vqa_accuracy("The dog.", "dog") == 1.0  # a bare string is one answer
     assert vqa_accuracy("cat", ["dog"]) == 0.0
-    # As with ten identical humans, the answer itself is not normalised.
-    assert vqa_accuracy("2", ["Two"]) == 0.0
+    # Unlike the official (pre-normalised) ten answers, a single answer such as the Cauldron's is normalised
+    # like the prediction: "Two" -> "2", "Yes." -> "yes", "a dog" -> "dog".
+    assert vqa_accuracy("2", ["Two"]) == 1.0
+    assert vqa_accuracy("yes", ["Yes."]) == 1.0
+    assert vqa_accuracy("the dog", ["a dog"]) == 1.0
+    assert vqa_accuracy("no", ["Yes."]) == 0.0
 
 
 def test_vqa_accuracy_edge_inputs() -> None:

@@ -8,7 +8,7 @@ from PIL import Image
 
 from florence_tune import data, tasks
 from florence_tune.errors import UsageError
-from florence_tune.evaluation import records, task_metrics
+from florence_tune.evaluation import records, region_metrics, task_metrics
 
 # (page size, box sides in pixels): small boxes on pages of every shape, each side at least one bin wide
 SMALL_BOXES = [((1700, 2200), (8, 20)), ((640, 480), (10, 30)), ((4000, 3000), (12, 40)), ((37, 1999), (5, 30))]
@@ -49,15 +49,15 @@ def test_bleu_rewards_closer_captions():
 def test_map_is_one_coco_evaluation_over_the_whole_set():
     a = boxes([("x", [0, 0, 50, 50])], [("x", [60, 60, 90, 90]), ("x", [0, 0, 50, 50])])
     b = boxes([("x", [0, 0, 50, 50]), ("x", [50, 50, 100, 100])], [("x", [0, 0, 50, 50])])
-    whole = task_metrics.detection_map([a, b])
-    per_batch = (task_metrics.detection_map([a])["map_50"] + task_metrics.detection_map([b])["map_50"]) / 2
+    whole = region_metrics.detection_map([a, b])
+    per_batch = (region_metrics.detection_map([a])["map_50"] + region_metrics.detection_map([b])["map_50"]) / 2
     assert whole["map_50"] == pytest.approx(0.4422, abs=1e-3) and abs(whole["map_50"] - per_batch) > 0.05
     assert records.summarise([a, b])["map_50"] == whole["map_50"]
     perfect = boxes([("x", [0, 0, 50, 50]), ("y", [10, 60, 90, 95])], [("y", [10, 60, 90, 95]), ("x", [0, 0, 50, 50])])
-    assert task_metrics.detection_map([perfect]) == {"map": pytest.approx(1.0), "map_50": pytest.approx(1.0)}
-    assert task_metrics.detection_map([boxes([("x", [0, 0, 50, 50])], [])]) == {"map": 0.0, "map_50": 0.0}
+    assert region_metrics.detection_map([perfect]) == {"map": pytest.approx(1.0), "map_50": pytest.approx(1.0)}
+    assert region_metrics.detection_map([boxes([("x", [0, 0, 50, 50])], [])]) == {"map": 0.0, "map_50": 0.0}
     wrong_label = boxes([("x", [0, 0, 50, 50])], [("y", [0, 0, 50, 50])])
-    assert task_metrics.detection_map([wrong_label])["map_50"] == 0.0
+    assert region_metrics.detection_map([wrong_label])["map_50"] == 0.0
 
 
 def test_metrics_follow_the_task_and_vqa_output_is_unchanged():

@@ -189,7 +189,7 @@ def check_best_checkpoint(config: TrainConfig) -> None:
     if config.eval_split.lower() == "none":
         raise UsageError("the best checkpoint (--load-best-model-at-end, --metric-for-best-model, "
                          "--early-stopping-patience) needs an evaluation split; this run has --eval-split none")
-    known = (*task_metrics.NAMES, "loss")
+    known = (*task_metrics.REPORTED, "loss")
     if config.metric_for_best_model and config.metric_for_best_model not in known:
         raise UsageError(f"--metric-for-best-model '{config.metric_for_best_model}' is not a metric; choose one of "
                          f"{', '.join(known)}")
@@ -583,6 +583,8 @@ def summarise(config: TrainConfig, trainer: FlorenceTrainer, before, after, base
         "anls_blind_baseline": baseline,
         "metrics_before": _task_metrics(before, "before"),
         "metrics_after": _task_metrics(after, "eval"),
+        "by_source_before": before.get("before_by_source"),  # each question's source judged by its own metric
+        "by_source_after": after.get("eval_by_source"),
         "eval_loss_before": before.get("before_loss"),
         "eval_loss_after": after.get("eval_loss"),
         "first_train_loss": train_losses[0] if train_losses else None,
@@ -599,4 +601,4 @@ def summarise(config: TrainConfig, trainer: FlorenceTrainer, before, after, base
 
 def _task_metrics(logged: dict[str, Any], prefix: str) -> dict[str, float]:
     """The generation metrics (anls, cer, map...) among an evaluation's logged numbers, unprefixed."""
-    return {name: logged[f"{prefix}_{name}"] for name in task_metrics.NAMES if f"{prefix}_{name}" in logged}
+    return {name: logged[f"{prefix}_{name}"] for name in task_metrics.REPORTED if f"{prefix}_{name}" in logged}

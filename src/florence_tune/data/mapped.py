@@ -2,10 +2,11 @@
 
 Several components (configurations, or the parts of an unweighted mixture) are laid end to end,
 so the Trainer's sampler shuffles across all of them. A row that gives several samples (a
-Cauldron conversation) is addressed through a table of cumulative turn counts read from the Arrow
-list offsets; rows themselves are fetched one at a time from the memory-mapped files, never
-loaded whole, so resident memory does not grow with the dataset (beyond 8 bytes per row for that
-table — the same as the sampler's own permutation).
+Cauldron conversation, a page's regions for a region task) is addressed through a table of cumulative
+counts (``adapter.samples_per_row``: the Cauldron's are read from the Arrow list offsets); rows
+themselves are fetched one at a time from the memory-mapped files, never loaded whole, so resident
+memory does not grow with the dataset (beyond 8 bytes per row for that table
+— the same as the sampler's own permutation).
 
     florence-tune train --dataset cauldron:chartqa,ai2d --epochs 1
 """
@@ -22,7 +23,6 @@ import numpy as np
 import torch
 
 from florence_tune import distributed
-from florence_tune.data.adapters import cauldron
 from florence_tune.data.rows import Item, realise
 from florence_tune.data.sample import Sample
 from florence_tune.data.sources import Component
@@ -35,10 +35,9 @@ class _Part:
         self.name = component.name
         self.adapter = component.adapter
         self.rows = component.rows.with_format("arrow")  # raw values: images stay undecoded bytes
-        self.ends = None  # cumulative samples per row; None when every row gives exactly one
-        if isinstance(component.adapter, cauldron.Adapter):
-            texts = self.rows.select_columns(["texts"])[:]  # an Arrow view of the memory-mapped column
-            self.ends = np.cumsum(cauldron.samples_per_row(texts), dtype=np.int64)
+        # cumulative samples per row; None when every row gives exactly one
+        counts = self.adapter.samples_per_row(self.rows)
+        self.ends = np.cumsum(counts, dtype=np.int64) if counts is not None else None
         self.count = int(self.ends[-1]) if self.ends is not None and len(self.ends) else len(self.rows)
 
     def row(self, index: int) -> dict:

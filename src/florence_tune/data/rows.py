@@ -22,6 +22,7 @@ from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 from PIL import Image
 
 from florence_tune.data.images import BadImage, is_url, open_image
@@ -44,6 +45,9 @@ class Adapter(Protocol):
     image_columns: tuple[str, ...]
 
     def drafts(self, row: dict[str, Any]) -> list[Item]: ...
+
+    def samples_per_row(self, rows) -> np.ndarray | None:
+        """``len(drafts(row))`` of each row of an Arrow-formatted table, read without images (None: one each)."""
 
     def image(self, row: dict[str, Any], draft: int | None = None) -> tuple[Image.Image, tuple[str, ...]]: ...
 

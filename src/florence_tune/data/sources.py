@@ -55,7 +55,7 @@ def _synthetic_location() -> str:
 
 
 REGISTRY: dict[str, Source] = {
-    "synthetic": Source(_synthetic_location, configs=tuple(task_rows.SYNTHETIC_TASKS), defaults=(None,),
+    "synthetic": Source(_synthetic_location, configs=tuple(task_rows.TASK_NAMES), defaults=(None,),
                         folders=lambda config: synthetic.DOCUMENTS_FOLDER, on_hub=False),
     "docvqa": Source(lambda: docvqa.HUB_ID, predict_only=docvqa.PREDICT_ONLY_SPLITS),
     "cauldron": Source(lambda: cauldron.CAULDRON_ID, configs=cauldron.CAULDRON_CONFIGS),
@@ -289,12 +289,14 @@ def adapter_for(rows, config: str, options: DataOptions, name: str, root: str | 
     """The adapter the columns call for; ``root``: the local folder that relative image paths are read against."""
     columns = set(rows.column_names or rows.features or [])
     if columns & task_rows.MARKER_COLUMNS and "question" not in columns:  # detection, grounding, OCR, captions
-        return task_rows.Adapter(task_rows.SYNTHETIC_TASKS.get(config, tasks.OD), root=root)
+        return task_rows.Adapter(task_rows.TASK_NAMES.get(config, tasks.OD), root=root)
     if set(cauldron.COLUMNS) <= columns:
         return cauldron.Adapter(config, options.task_prompt, options.multi_image, root=root)
     if {"image", "prefix"} <= columns:  # maestro-style rows, and our own JSON-lines rows
-        return local.Adapter(options.task_prompt, options.require_answer, options.clean_questions, root=root)
+        return local.Adapter(options.task_prompt, options.require_answer, options.clean_questions, root=root,
+                             name=name)
     if {"image", "question"} <= columns:
-        return docvqa.Adapter(options.task_prompt, options.require_answer, options.clean_questions, root=root)
+        return docvqa.Adapter(options.task_prompt, options.require_answer, options.clean_questions, root=root,
+                              name=name)
     raise UsageError(f"dataset '{name}' has columns {sorted(columns)}; expected DocVQA's (image, question, answers), "
                      "the Cauldron's (images, texts) or prompt/target (image, prefix, suffix)")

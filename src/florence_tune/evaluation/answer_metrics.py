@@ -27,7 +27,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 
-from florence_tune.evaluation.metrics import _as_references, _as_text, normalize_answer
+from florence_tune.evaluation.metrics import _as_references, _as_text, anls_score, exact_match, normalize_answer
 
 # ---------------------------------------------------------------------------------------------------
 # ChartQA: relaxed correctness
@@ -164,17 +164,16 @@ def vqa_accuracy(prediction: str | None, references: Sequence[str] | str | None)
 
     Our decision for a single reference (the Cauldron keeps one answer per question, and the formula
     would give 0.0 to every prediction since no *other* human exists): it is scored as a question
-    where all ten humans gave that answer, i.e. 1.0 when the normalised prediction equals the answer
-    as given, else 0.0. Since identical human answers are not processed by the official script, a
-    single reference must already be in normalised form ("2", "dog", "yes") to be matchable; pass
-    references through ``normalize_vqa_answer`` first if they are not.
+    where all ten humans gave that answer, i.e. 1.0 when the normalised prediction equals the answer,
+    else 0.0. The official annotations come normalised; the Cauldron's single answers do not ("Yes.",
+    "Two"), so that one answer is normalised as the prediction is.
     """
     answers = _as_references(references)
     if not answers:
         return 0.0
-    if len(answers) == 1:
-        answers = answers * _VQA_HUMANS
     pred = normalize_vqa_answer(prediction)
+    if len(answers) == 1:  # ten humans agreeing; the one answer normalised like the prediction (our rule)
+        return float(pred == normalize_vqa_answer(answers[0]))
     # Official asymmetry, reproduced: human answers only get processPunctuation (never
     # processDigitArticle), and only when they disagree.
     if len(set(answers)) > 1:
@@ -256,3 +255,5 @@ PER_ANSWER: dict[str, Callable[[str | None, Sequence[str] | str | None], float]]
     "vqa_accuracy": vqa_accuracy,
     "multiple_choice_accuracy": multiple_choice_accuracy,
 }
+# Every way a question's answer is judged (tasks.ANSWER_METRICS), by name.
+BY_NAME = {"anls": anls_score, "exact_match": exact_match, **PER_ANSWER}

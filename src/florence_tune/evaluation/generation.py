@@ -7,6 +7,7 @@ Training-time evaluation, ``evaluate``, ``predict`` and the benchmark all come t
 
 from __future__ import annotations
 
+import collections
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,7 +57,7 @@ def generation_config(processor, decoding: Decoding, **overrides: Any):
 
 @torch.no_grad()
 def generate(model, processor, inputs: dict[str, torch.Tensor], config, samples: list[Sample] | None = None,
-             pages=None) -> list[str]:
+             pages=None, counts: collections.Counter | None = None) -> list[str]:
     """Answers for one encoded batch, computed where the model's weights are.
 
     ``pages``: the per-page path (``model.page_path.PagePath``) when ``inputs`` come from the uint8
@@ -72,7 +73,23 @@ def generate(model, processor, inputs: dict[str, torch.Tensor], config, samples:
         moved = {k: v.to(device) for k, v in inputs.items() if k in ("input_ids", "attention_mask", "pixel_values")}
         moved["pixel_values"] = moved["pixel_values"].to(dtype)
         output = model.generate(**moved, generation_config=config)
+    if counts is not None:
+        counts[CUT_ANSWERS] += cut_answers(output, config)
     return decode_answers(processor, output, samples)
+
+
+CUT_ANSWERS = "cut_answers"  # answers that reached --max-new-tokens before they ended (counted, then warned of)
+
+
+def cut_answers(output: torch.Tensor, config) -> int:
+    """How many generated sequences were stopped by ``max_new_tokens`` rather than ending: ``max_new_tokens``
+    long with no end token before the last one (which ``forced_eos_token_id`` puts there either way)."""
+    body = output[:, 1:]  # after the decoder's start token
+    if body.shape[1] < config.max_new_tokens:
+        return 0
+    ended_early = (body[:, :-1] == config.eos_token_id).any(dim=1)
+    padded = body[:, -1] == config.pad_token_id
+    return int((~ended_early & ~padded).sum())
 
 
 def decode_answers(processor, output: torch.Tensor, samples: list[Sample] | None = None) -> list[str]:

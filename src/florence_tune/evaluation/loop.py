@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import logging
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -31,10 +32,11 @@ from florence_tune.batch.pages import PagePixels, PixelSpec, index_pages
 from florence_tune.batch.samplers import length_sorted_batches
 from florence_tune.data.sample import Sample
 from florence_tune.errors import UsageError
-from florence_tune.evaluation.generation import Decoding, generate, generation_config
+from florence_tune.evaluation.generation import CUT_ANSWERS, Decoding, generate, generation_config
 from florence_tune.evaluation.records import score_record
 from florence_tune.model.page_path import PagePath
 
+log = logging.getLogger(__name__)
 Key = tuple[int, int]  # orders the records gathered from every rank
 Chunk = tuple[list[tuple[Key, Sample]], collections.Counter, dict[str, Any]]  # (keyed samples, counts, inputs)
 
@@ -157,14 +159,18 @@ def predict_dataset(model, processor, dataset, *, batch_size: int, decoding: Dec
             counts.update(chunk_counts)
             if keyed:
                 samples = [sample for _, sample in keyed]
-                answers = generate(model, processor, inputs, config, samples, pages=batches.pages)
+                answers = generate(model, processor, inputs, config, samples, pages=batches.pages, counts=counts)
                 # index: the report finds the page again (a stream cannot be indexed: None)
                 indexed += [(key, {**score_record(s, a, processor), "index": key[0] if batches.keyed else None})
                             for (key, s), a in zip(keyed, answers, strict=True)]
             bar.update(len(keyed) + sum(n for name, n in chunk_counts.items() if name.startswith("skipped_")))
     everything = sorted(distributed.gather(indexed), key=lambda pair: pair[0])
     total = sum((collections.Counter(c) for c in distributed.gather([dict(counts)])), collections.Counter())
-    return [record for _, record in everything], total
+    if total[CUT_ANSWERS] and distributed.is_main():
+        log.warning("%d of %d answers reached --max-new-tokens %d before they ended and were cut short; raise "
+                    "--max-new-tokens (and --max-target-tokens when training) for answers this long",
+                    total[CUT_ANSWERS], len(everything), config.max_new_tokens)
+    return [record for _, record in everything], +total  # + drops a zero count
 
 
 @torch.no_grad()

@@ -13,33 +13,58 @@ from typing import Any
 
 from florence_tune import paths, tasks
 from florence_tune.data.sample import Sample
-from florence_tune.evaluation import metrics, task_metrics
+from florence_tune.evaluation import answer_metrics, metrics, task_metrics
 
 
 def score_record(sample: Sample, prediction: str, processor=None) -> dict[str, Any]:
-    """One predictions.jsonl line; box tasks add their parsed boxes (``task_metrics.record_fields``)."""
-    return {
+    """One predictions.jsonl line; answers with locations add their parsed regions
+    (``task_metrics.record_fields``). A question also carries its source (``dataset``), the metric that
+    source is judged by (``metric``) and its ``score`` by it."""
+    record = {
         "question_id": sample.id,
         "question": sample.meta.get("question", sample.prompt),
         "prediction": prediction,
         "references": sample.references,
-        "anls": metrics.anls_score(prediction, sample.references),
-        "exact_match": metrics.exact_match(prediction, sample.references),
         "group": sample.meta.get("question_type", "all"),
         "meta": {k: v for k, v in sample.meta.items() if v is None or isinstance(v, str | int | float | bool)},
         **task_metrics.record_fields(sample, prediction, processor),
     }
+    # scored on the answer's words (a region task's echoed box is not part of them)
+    record["anls"] = metrics.anls_score(record["prediction"], record["references"])
+    record["exact_match"] = metrics.exact_match(record["prediction"], record["references"])
+    if record["task"] == tasks.VQA:
+        metric = sample.meta.get("metric") or "anls"
+        record.update(dataset=str(sample.meta.get("dataset") or "all"), metric=metric,
+                      score=answer_metrics.BY_NAME[metric](record["prediction"], record["references"]))
+    return record
 
 
 def summarise(records: list[dict[str, Any]], metric_names: list[str] | None = None) -> dict[str, Any]:
-    """The metrics of the records' tasks (VQA: ANLS / exact match, plus per-group ANLS) and n;
-    ``metric_names`` replaces the choice (see ``task_metrics``)."""
+    """The metrics of the records' tasks (VQA: ANLS / exact match, per-group ANLS, and each source by its
+    own metric) and n; ``metric_names`` replaces the choice (see ``task_metrics``)."""
     summary: dict[str, Any] = {**task_metrics.compute(records, metric_names), "n": len(records)}
     scored_by_anls = task_metrics.select(records, metric_names).get("anls")
     if scored_by_anls is not None:
         groups = metrics.group_scores(scored_by_anls, key=lambda r: r["group"])
         summary["anls_by_group"] = {name: values["anls"] for name, values in sorted(groups.items())}
+    summary.update(by_source(records))
     return summary
+
+
+def by_source(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """``{"source_score": mean, "by_source": {source: {"metric", "score", "n"}}}`` over the questions, each
+    answer judged by its source's metric (ChartQA's relaxed accuracy, VQA accuracy, ...): the overall number
+    is the mean over all questions, as a mixture's published score is. Empty without questions."""
+    questions = [r for r in records if "score" in r]
+    if not questions:
+        return {}
+    sources: dict[str, list[dict[str, Any]]] = {}
+    for record in questions:
+        sources.setdefault(record["dataset"], []).append(record)
+    table = {name: {"metric": "/".join(sorted({r["metric"] for r in members})),
+                    "score": metrics.aggregate(r["score"] for r in members), "n": len(members)}
+             for name, members in sorted(sources.items())}
+    return {"source_score": metrics.aggregate(r["score"] for r in questions), "by_source": table}
 
 
 def unscored(records: list[dict[str, Any]], spec: str, split: str) -> dict[str, Any]:

@@ -5,12 +5,13 @@
     <OCR_WITH_REGION>                                     region_precision/recall/f1, region_cer
                                                           (lines matched one-to-one at quadrilateral IoU ≥ 0.5, as
                                                           ICDAR-style text-detection evaluation does; torchmetrics CER)
+    <OD>, grounding, dense captions, open vocabulary      map, map_50  (pycocotools COCOeval, iouType "bbox")
     <REGION_PROPOSAL>                                     recall_50   (pycocotools COCOeval, class-agnostic recall@.5)
     structured extraction (JSON out)                      json_valid, field_precision/recall/f1, field_anls
                                                           (key-path fields; ANLS as metrics.py, the official DocVQA one)
 
 Every function takes the records of the whole set and returns floats, None where there is nothing to score. Region
-coordinates are pixels of the image, ``image_size`` is ``[width, height]``. As in ``task_metrics.detection_map``, a
+coordinates are pixels of the image, ``image_size`` is ``[width, height]``. A
 COCO evaluation is one over every record at once, never a mean of per-record numbers, and Florence-2 gives no
 confidence, so every prediction scores 1.0 (COCOeval keeps generation order among equal scores).
 
@@ -31,9 +32,48 @@ from typing import Any
 import numpy as np
 
 from florence_tune.evaluation import metrics
-from florence_tune.evaluation.task_metrics import _coco_dicts
 
 MATCH_IOU = 0.5
+
+
+# --- detection ----------------------------------------------------------------------------------
+
+
+def detection_map(records: list[dict[str, Any]]) -> dict[str, float | None]:
+    """COCO mAP@[.5:.95] and mAP@.5 over all records with reference boxes (None when there are none)."""
+    ground_truth, detections = _coco_dicts(records)
+    if not ground_truth["annotations"]:
+        return {"map": None, "map_50": None}
+    if not detections:
+        return {"map": 0.0, "map_50": 0.0}
+    evaluator = _coco_evaluate(ground_truth, detections, "bbox", summarize=True)
+    return {"map": max(float(evaluator.stats[0]), 0.0), "map_50": max(float(evaluator.stats[1]), 0.0)}
+
+
+def _coco_dicts(records: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Ground truth in COCO's dataset layout and detections in its result layout (xywh boxes)."""
+    names = sorted({str(label) for r in records for label in [*r.get("reference_labels", []),
+                                                                 *r.get("predicted_labels", [])]})
+    category = {name: index + 1 for index, name in enumerate(names)}
+    images, annotations, detections = [], [], []
+    for image_id, record in enumerate(records, start=1):
+        width, height = record.get("image_size") or (0, 0)
+        images.append({"id": image_id, "width": width, "height": height})
+        for box, label in zip(record.get("reference_boxes", []), record.get("reference_labels", []), strict=True):
+            xywh = _xywh(box)
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": category[str(label)],
+                                "bbox": xywh, "area": xywh[2] * xywh[3], "iscrowd": 0})
+        for box, label in zip(record.get("predicted_boxes", []), record.get("predicted_labels", []), strict=True):
+            detections.append({"image_id": image_id, "category_id": category[str(label)], "bbox": _xywh(box),
+                               "score": 1.0})
+    ground_truth = {"images": images, "annotations": annotations,
+                    "categories": [{"id": i, "name": n} for n, i in category.items()]}
+    return ground_truth, detections
+
+
+def _xywh(box) -> list[float]:
+    x1, y1, x2, y2 = (float(v) for v in box)
+    return [x1, y1, max(x2 - x1, 0.0), max(y2 - y1, 0.0)]
 
 
 # --- segmentation -------------------------------------------------------------------------------

@@ -1,43 +1,65 @@
 """Metrics chosen by task, computed over a whole evaluation set from its prediction records.
 
-    VQA                       anls, exact_match   (metrics.py: the official DocVQA ANLS)
-    <OCR>                     cer, wer            (torchmetrics: corpus character / word error rate)
-    <CAPTION> and variants    bleu                (torchmetrics' SacreBLEU: corpus BLEU-4, 13a tokens)
-    <OD>, phrase grounding…   map, map_50         (pycocotools COCOeval: mAP@[.5:.95] and mAP@.5)
+    VQA                          anls, exact_match, and each answer by its source's metric (answer_metrics.py)
+    <OCR>, <REGION_TO_OCR>       cer, wer            (torchmetrics: corpus character / word error rate)
+    captions, region description bleu                (torchmetrics' SacreBLEU: corpus BLEU-4, 13a tokens)
+    <REGION_TO_CATEGORY>         exact_match         (the category named, after normalisation)
+    <OD>, grounding, dense
+    captions, open vocabulary    map, map_50         (pycocotools COCOeval "bbox": mAP@[.5:.95] and mAP@.5)
+    <REGION_PROPOSAL>            recall_50           (COCOeval, class-agnostic recall at IoU 0.5)
+    segmentation                 mask_map, mask_map_50, mean_iou           (COCOeval "segm"; union-mask IoU)
+    <OCR_WITH_REGION>            region_precision, region_recall, region_f1, region_cer  (lines at IoU 0.5)
+    <EXTRACTION>                 json_valid, field_precision, field_recall, field_f1, field_anls
 
 ``florence-tune evaluate --metrics cer,wer`` (and ``train --metrics``) replaces the choice. By
 default each metric is computed over the records of the tasks that select it, so a mixed set does
 not score boxes with ANLS; an explicit list scores every record the metric can read.
 
-Detection mAP is one COCO evaluation over every record at once (under torchrun, the records of all
-ranks, which ``evaluation.predict_dataset`` has gathered), never a mean of per-batch numbers.
-Florence-2 gives no confidence for a box, so every predicted box scores 1.0 (COCOeval keeps
-generation order among equal scores). Reference and predicted boxes alike are read from their text, each
-coordinate at the centre of its bin (``record_fields``): the 1000-bin grid's own error is not counted.
+Every metric is computed over all records at once (under torchrun, the records of all ranks, which
+``evaluation.predict_dataset`` has gathered), never a mean of per-batch numbers. Answers with locations
+are read from their text on both sides, the prediction and the sample's target, each coordinate at the
+centre of its bin (``record_fields``): the 1000-bin grid's own error is not counted.
 """
 
 from __future__ import annotations
 
-import contextlib
 import difflib
-import io
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from florence_tune import tasks
 from florence_tune.errors import UsageError
-from florence_tune.evaluation import metrics
+from florence_tune.evaluation import metrics, region_metrics
 
 TEXT_DEFAULT = ("anls", "exact_match")
+SEGMENTATION = ("mask_map", "mask_map_50", "mean_iou")
+OCR_REGIONS = ("region_precision", "region_recall", "region_f1", "region_cer")
+EXTRACTION = ("json_valid", "field_precision", "field_recall", "field_f1", "field_anls")
 DEFAULTS: dict[str, tuple[str, ...]] = {
     tasks.VQA: TEXT_DEFAULT,
     tasks.OCR: ("cer", "wer"),
+    tasks.REGION_TO_OCR: ("cer", "wer"),
     **{task: ("bleu",) for task in tasks.CAPTION_TASKS},
+    tasks.REGION_TO_DESCRIPTION: ("bleu",),
+    tasks.REGION_TO_CATEGORY: ("exact_match",),
     **{task: ("map", "map_50") for task in tasks.BOX_TASKS},
+    tasks.REGION_PROPOSAL: ("recall_50",),
+    **{task: SEGMENTATION for task in tasks.POLYGON_TASKS},
+    tasks.OCR_WITH_REGION: OCR_REGIONS,
+    tasks.EXTRACTION: EXTRACTION,
 }
-NAMES = ("anls", "exact_match", "cer", "wer", "bleu", "map", "map_50")
-BOX_METRICS = frozenset({"map", "map_50"})
-LOWER_IS_BETTER = frozenset({"cer", "wer", "loss"})  # the evaluation loss is ranked like a metric
+# Metrics computed together over one set of records, and the record fields they read.
+GROUPS: dict[tuple[str, ...], tuple[Callable[[list[dict[str, Any]]], dict[str, float | None]], str]] = {
+    ("map", "map_50"): (region_metrics.detection_map, "reference_boxes"),
+    ("recall_50",): (region_metrics.proposal_recall, "reference_boxes"),
+    SEGMENTATION: (region_metrics.segmentation_scores, "reference_polygons"),
+    OCR_REGIONS: (region_metrics.ocr_region_scores, "reference_quads"),
+    EXTRACTION: (region_metrics.extraction_scores, "references"),
+}
+NAMES = ("anls", "exact_match", "cer", "wer", "bleu", *(name for group in GROUPS for name in group))
+# Every number an evaluation reports: the metrics, and the VQA questions' mean by their sources' own metrics.
+REPORTED = (*NAMES, "source_score")
+LOWER_IS_BETTER = frozenset({"cer", "wer", "region_cer", "loss"})  # the evaluation loss is ranked like a metric
 
 
 def parse_names(text: str | None) -> list[str] | None:
@@ -57,6 +79,10 @@ def defaults_for(task: str) -> tuple[str, ...]:
     return DEFAULTS.get(task, TEXT_DEFAULT)
 
 
+def _group_of(name: str) -> tuple[str, ...] | None:
+    return next((group for group in GROUPS if name in group), None)
+
+
 def select(records: list[dict[str, Any]], override: list[str] | None) -> dict[str, list[dict[str, Any]]]:
     """Which records each metric is computed over (metrics in a stable order)."""
     if override:
@@ -71,47 +97,77 @@ def select(records: list[dict[str, Any]], override: list[str] | None) -> dict[st
 
 
 def _scorable(name: str, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    if name in BOX_METRICS:
-        return [r for r in records if "reference_boxes" in r]
-    return records
+    group = _group_of(name)
+    if group is None:
+        return records
+    return [r for r in records if GROUPS[group][1] in r]
 
 
 def compute(records: list[dict[str, Any]], override: list[str] | None = None) -> dict[str, float | None]:
     """Every selected metric over its records; None where a metric had nothing to score."""
     results: dict[str, float | None] = {}
     selected = select(records, override)
-    if BOX_METRICS & selected.keys():
-        box_records = selected.get("map") or selected.get("map_50") or []
-        results.update({k: v for k, v in detection_map(box_records).items() if k in selected})
+    for group, (scores, _) in GROUPS.items():
+        wanted = [name for name in group if name in selected]
+        if wanted:
+            results.update({k: v for k, v in scores(selected[wanted[0]]).items() if k in wanted})
     for name, members in selected.items():
-        if name not in BOX_METRICS:
+        if _group_of(name) is None:
             results[name] = TEXT_METRICS[name](members)
     return {name: results[name] for name in selected}
 
 
-def record_fields(sample, prediction: str, processor=None) -> dict[str, Any]:
-    """What a prediction record adds for its task: the task, and for box tasks the predicted and
-    reference boxes in pixels and the image size.
+def record_score(record: dict[str, Any]) -> float:
+    """One record's own number, higher is better, to rank records by (the report's worst pages): a question
+    by its source's metric; any other task by its first metric over that record alone (an error rate
+    negated); 0.0 where there is nothing to score."""
+    if "score" in record:
+        return float(record["score"])
+    name = defaults_for(record.get("task") or tasks.VQA)[0]
+    group = _group_of(name)
+    value = GROUPS[group][0]([record]).get(name) if group else TEXT_METRICS[name]([record])
+    if value is None:
+        return 0.0
+    return -float(value) if name in LOWER_IS_BETTER else float(value)
 
-    Both sides are read from text the same way (``tasks.parse_boxes``): the prediction, and the sample's
-    target as the reference, whether the target was built from pixel boxes (COCO, JSON lines) or written
-    in location tokens (maestro). So boxes are scored where the model can place them, at bin centres, and
-    a prediction equal to its training target scores 1.0 at any box and image size."""
+
+def metrics_by_task(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each task's default metrics over its own records, and their count (the report's table per task)."""
+    by_task: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        by_task.setdefault(record.get("task") or tasks.VQA, []).append(record)
+    return {task: {**compute(members), "n": len(members)} for task, members in by_task.items()}
+
+
+# What a prediction record holds of a parsed answer, by answer kind (tasks.Task.answer).
+_LOCATED = {"boxes": "boxes", "polygons": "polygons", "quads": "quads"}
+
+
+def record_fields(sample, prediction: str, processor=None) -> dict[str, Any]:
+    """What a prediction record adds for its task: the task; for answers with locations the predicted and
+    reference regions in pixels (``predicted_boxes`` / ``_polygons`` / ``_quads``, their labels) and the
+    image size; for a region task answered in words, the words (the echoed box dropped) as ``prediction``
+    and ``references``, the text as generated kept as ``generated``.
+
+    Both sides are read from text the same way (``tasks.parse_answer``): the prediction, and the sample's
+    target as the reference, whether the target was built from pixel coordinates (COCO, JSON lines) or
+    written in location tokens (maestro). So regions are scored where the model can place them, at bin
+    centres, and a prediction equal to its training target scores 1.0 at any size."""
     task = tasks.task_of(sample.meta, sample.prompt)
     fields: dict[str, Any] = {"task": task}
-    if task not in tasks.BOX_TASKS or processor is None:
+    kind = tasks.TASKS.get(task, tasks.TASKS[tasks.VQA]).answer
+    if kind == "region_text":
+        return {**fields, "generated": prediction, "prediction": tasks.answer_text(task, prediction),
+                "references": [tasks.answer_text(task, reference) for reference in sample.references]}
+    if kind not in _LOCATED or processor is None:
         return fields
     image_size = tuple(sample.meta.get("image_size") or sample.image.size)
-    predicted = tasks.parse_boxes(processor, prediction, task, image_size)
-    reference = tasks.parse_boxes(processor, sample.target, task, image_size)
-    fields.update({
-        "image_size": list(image_size),
-        "predicted_boxes": predicted["boxes"],
-        "predicted_labels": predicted["labels"],
-        "reference_boxes": reference["boxes"],
-        "reference_labels": reference["labels"],
-    })
-    return fields
+    predicted = tasks.parse_answer(processor, prediction, task, image_size)
+    reference = tasks.parse_answer(processor, sample.target, task, image_size)
+    key = _LOCATED[kind]
+    return {**fields, "image_size": list(image_size),
+            f"predicted_{key}": predicted[key], "predicted_labels": predicted["labels"],
+            f"reference_{key}": reference[key], "reference_labels": reference["labels"]}
 
 
 # --- text metrics -------------------------------------------------------------------------------
@@ -168,53 +224,3 @@ def bleu(records: list[dict[str, Any]]) -> float | None:
 TEXT_METRICS: dict[str, Callable[[list[dict[str, Any]]], float | None]] = {
     "anls": anls, "exact_match": exact_match, "cer": character_error_rate, "wer": word_error_rate, "bleu": bleu,
 }
-
-
-# --- detection ----------------------------------------------------------------------------------
-
-
-def detection_map(records: list[dict[str, Any]]) -> dict[str, float | None]:
-    """COCO mAP@[.5:.95] and mAP@.5 over all records with reference boxes (None when there are none)."""
-    ground_truth, detections = _coco_dicts(records)
-    if not ground_truth["annotations"]:
-        return {"map": None, "map_50": None}
-    if not detections:
-        return {"map": 0.0, "map_50": 0.0}
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools reports progress on stdout
-        coco = COCO()
-        coco.dataset = ground_truth
-        coco.createIndex()
-        evaluator = COCOeval(coco, coco.loadRes(detections), iouType="bbox")
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    return {"map": max(float(evaluator.stats[0]), 0.0), "map_50": max(float(evaluator.stats[1]), 0.0)}
-
-
-def _coco_dicts(records: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Ground truth in COCO's dataset layout and detections in its result layout (xywh boxes)."""
-    names = sorted({str(label) for r in records for label in [*r.get("reference_labels", []),
-                                                                 *r.get("predicted_labels", [])]})
-    category = {name: index + 1 for index, name in enumerate(names)}
-    images, annotations, detections = [], [], []
-    for image_id, record in enumerate(records, start=1):
-        width, height = record.get("image_size") or (0, 0)
-        images.append({"id": image_id, "width": width, "height": height})
-        for box, label in zip(record.get("reference_boxes", []), record.get("reference_labels", []), strict=True):
-            xywh = _xywh(box)
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": category[str(label)],
-                                "bbox": xywh, "area": xywh[2] * xywh[3], "iscrowd": 0})
-        for box, label in zip(record.get("predicted_boxes", []), record.get("predicted_labels", []), strict=True):
-            detections.append({"image_id": image_id, "category_id": category[str(label)], "bbox": _xywh(box),
-                               "score": 1.0})
-    ground_truth = {"images": images, "annotations": annotations,
-                    "categories": [{"id": i, "name": n} for n, i in category.items()]}
-    return ground_truth, detections
-
-
-def _xywh(box) -> list[float]:
-    x1, y1, x2, y2 = (float(v) for v in box)
-    return [x1, y1, max(x2 - x1, 0.0), max(y2 - y1, 0.0)]

@@ -21,9 +21,10 @@ from typing import Any
 
 import yaml
 
-from florence_tune import data, paths
+from florence_tune import data, paths, tasks
 from florence_tune.errors import FlorenceTuneError, UsageError
-from florence_tune.evaluation import metrics
+from florence_tune.evaluation import metrics, task_metrics
+from florence_tune.evaluation import records as prediction_records
 
 GALLERY_SIZE = 12
 THUMBNAIL = (320, 320)
@@ -103,8 +104,9 @@ def grouped_metrics(records: list[dict[str, Any]], column: str | None = None) ->
 
 
 def worst(records: list[dict[str, Any]], n: int = GALLERY_SIZE) -> list[dict[str, Any]]:
-    """Lowest ANLS first; ties broken by question id so the gallery is stable."""
-    return sorted(records, key=lambda r: (r.get("anls", 0.0), str(r.get("question_id"))))[:n]
+    """Lowest score first, each record by its own task's metric (``task_metrics.record_score``: a question by
+    its source's metric, a page of boxes by its mAP@.5...); ties broken by question id so the gallery is stable."""
+    return sorted(records, key=lambda r: (task_metrics.record_score(r), str(r.get("question_id"))))[:n]
 
 
 def curves(events: list[dict[str, Any]]) -> dict[str, list[tuple[int, float]]]:
@@ -147,17 +149,25 @@ def plot(series: dict[str, list[tuple[int, float]]], keys: list[str], title: str
     return uri
 
 
-def thumbnail(image, boxes: dict[str, list] | None = None) -> str:
-    """JPEG data URI of a page, with predicted (red) and reference (green) boxes when given."""
+def thumbnail(image, regions: dict[str, list] | None = None) -> str:
+    """JPEG data URI of a page, with the record's predicted (red) and reference (green) regions drawn: boxes,
+    polygons, text-line quads, and a region task's prompt box (blue)."""
     from PIL import ImageDraw
 
     page = image.convert("RGB").copy()
-    if boxes:
+    if regions:
         draw = ImageDraw.Draw(page)
         width = max(2, page.width // 200)
-        for colour, key in (("#2e7d32", "reference_boxes"), ("#c62828", "predicted_boxes")):
-            for x1, y1, x2, y2 in boxes.get(key) or []:  # a generated box may come with its corners swapped
+        region = (regions.get("meta") or {}).get("region")
+        if isinstance(region, list) and len(region) == 4:
+            draw.rectangle(region, outline="#1565c0", width=width)
+        for colour, side in (("#2e7d32", "reference"), ("#c62828", "predicted")):
+            for x1, y1, x2, y2 in regions.get(f"{side}_boxes") or []:  # generated corners may come swapped
                 draw.rectangle([min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)], outline=colour, width=width)
+            outlines = [p for polygons in regions.get(f"{side}_polygons") or [] for p in polygons]
+            for outline in [*outlines, *(regions.get(f"{side}_quads") or [])]:
+                if len(outline) >= 6:
+                    draw.polygon(list(zip(outline[0::2], outline[1::2], strict=False)), outline=colour, width=width)
     page.thumbnail(THUMBNAIL)
     buffer = io.BytesIO()
     page.save(buffer, format="JPEG", quality=80)
@@ -210,6 +220,24 @@ def table(headers: list[str], rows: list[list[Any]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def task_section(records: list[dict[str, Any]]) -> str:
+    """Each task's own metrics over its records (a VQA set: ANLS and exact match; <OD>: mAP...)."""
+    found = task_metrics.metrics_by_task(records)
+    names = list(dict.fromkeys(name for values in found.values() for name in values if name != "n"))
+    rows = [[task, values["n"], *(values.get(name) for name in names)] for task, values in found.items()]
+    return table(["task", "n", *names], rows)
+
+
+def source_section(records: list[dict[str, Any]]) -> str:
+    """Each question's source judged by its own metric (ChartQA: relaxed accuracy...), and all of them."""
+    scored = prediction_records.by_source(records)
+    if not scored:
+        return ""
+    rows = [[name, v["metric"], v["n"], v["score"]] for name, v in scored["by_source"].items()]
+    rows.append(["(all questions)", "", sum(v["n"] for v in scored["by_source"].values()), scored["source_score"]])
+    return "<h2>Questions by source, each by its own metric</h2>" + table(["source", "metric", "n", "score"], rows)
+
+
 def overview(run: dict[str, Any]) -> str:
     s = run["summary"]
     overall = metrics.score_predictions(run["predictions"]) if run["predictions"] else {}
@@ -223,6 +251,9 @@ def overview(run: dict[str, Any]) -> str:
         ("image-blind baseline ANLS", "anls_blind_baseline"), ("optimizer steps", "steps"),
         ("training samples / s", "train_samples_per_second"), ("peak memory (MiB)", "peak_memory_mib"),
     ) if s.get(key) is not None]
+    before, after = s.get("metrics_before") or {}, s.get("metrics_after") or {}
+    rows += [[f"{name} before → after fine-tuning", f"{_num(before.get(name))} → {_num(after.get(name))}"]
+             for name in dict.fromkeys([*before, *after]) if name not in ("anls", "exact_match")]
     return table(["", "value"], rows)
 
 
@@ -230,6 +261,10 @@ def group_section(records: list[dict[str, Any]], column: str | None) -> str:
     groups = grouped_metrics(records, column)
     rows = [[name, v["n"], v["anls"], v["exact_match"]] for name, v in sorted(groups.items())]
     return table([column or "group", "n", "ANLS", "exact match"], rows)
+
+
+def _first_metric(record: dict[str, Any]) -> str:
+    return task_metrics.defaults_for(record.get("task") or tasks.VQA)[0]
 
 
 def gallery_section(records: list[dict[str, Any]], images: dict[int, str]) -> str:
@@ -240,7 +275,8 @@ def gallery_section(records: list[dict[str, Any]], images: dict[int, str]) -> st
             f'<div class="card">{picture}<div><b>Q:</b> {_e(r.get("question", ""))}</div>'
             f'<div class="bad"><b>predicted:</b> {_e(r.get("prediction", ""))}</div>'
             f'<div class="good"><b>references:</b> {_e(" | ".join(map(str, r.get("references", []))))}</div>'
-            f'<div>ANLS {_num(r.get("anls"))} · {_e(r.get("group", ""))} · id {_e(r.get("question_id"))}</div></div>')
+            f'<div>{_e(r.get("metric") or _first_metric(r))} {_num(abs(task_metrics.record_score(r)))} · '
+            f'{_e(r.get("group", ""))} · id {_e(r.get("question_id"))}</div></div>')
     return f'<div class="gallery">{"".join(cards)}</div>'
 
 
@@ -255,6 +291,8 @@ def render(run: dict[str, Any], *, column: str | None, images: dict[int, str]) -
         "<h2>Overview</h2>", overview(run),
         "<h2>Curves</h2>", '<div class="plots">' + "".join(f'<img src="{p}" alt="plot">' for p in plots if p)
         + ("" if any(plots) else "<p>No logged events.</p>") + "</div>",
+        "<h2>Metrics by task</h2>", task_section(run["predictions"]),
+        source_section(run["predictions"]),
         f"<h2>Metrics by {_e(column or 'question type')}</h2>", group_section(run["predictions"], column),
         f"<h2>The {GALLERY_SIZE} worst predictions</h2>", gallery_section(worst(run["predictions"]), images),
         "<h2>Data</h2>", table(["counter", "count"], sorted(counts.items())) if counts

@@ -21,7 +21,7 @@ from florence_tune import distributed
 from florence_tune.batch.collate import Batch
 from florence_tune.data import stream
 from florence_tune.evaluation import loop, records
-from florence_tune.evaluation.generation import Decoding
+from florence_tune.evaluation.generation import CUT_ANSWERS, Decoding
 from florence_tune.training import loaders, reliability
 
 log = logging.getLogger(__name__)
@@ -114,8 +114,11 @@ class FlorenceTrainer(reliability.ReliableTrainerMixin, Trainer):
         dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
         output = self.evaluation_loss(dataset, metric_key_prefix)
         generated = self.generation_metrics(dataset, metric_key_prefix)
+        by_source = generated.pop(f"{metric_key_prefix}_by_source", None)
         self.log(generated)
         output.update(generated)
+        if by_source:  # each source by its own metric: for summary.json, not a number to log
+            output[f"{metric_key_prefix}_by_source"] = by_source
         # once, with every number: early stopping and best-checkpoint callbacks read the task metrics here
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, output)
         if metric_key_prefix == "eval":
@@ -147,7 +150,11 @@ class FlorenceTrainer(reliability.ReliableTrainerMixin, Trainer):
         # every number of the summary (VQA: anls, exact_match, n; <OD>: map, map_50, n...); None = nothing scored
         result = {f"{prefix}_{name}": value for name, value in summary.items()
                   if isinstance(value, int | float) and not isinstance(value, bool)}
-        result.update({f"{prefix}_skipped": sum(skipped.values())} if skipped else {})
+        unusable = sum(n for name, n in skipped.items() if name.startswith("skipped_"))
+        result.update({f"{prefix}_skipped": unusable} if unusable else {})
+        result.update({f"{prefix}_{CUT_ANSWERS}": skipped[CUT_ANSWERS]} if skipped.get(CUT_ANSWERS) else {})
+        if summary.get("by_source"):
+            result[f"{prefix}_by_source"] = summary["by_source"]
         return result
 
 

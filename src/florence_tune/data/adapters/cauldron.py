@@ -32,6 +32,15 @@ CAULDRON_CONFIGS = (
     "tallyqa", "tat_qa", "textcaps", "textvqa", "tqa", "vistext", "visual7w", "visualmrc", "vqarad",
     "vqav2", "vsr", "websight",
 )
+# The metric each configuration's benchmark publishes (tasks.ANSWER_METRICS); the others are scored with ANLS.
+METRICS = {
+    **dict.fromkeys(("chartqa", "plotqa"), "relaxed_accuracy"),  # ChartQA's and PlotQA's relaxed accuracy
+    **dict.fromkeys(("vqav2", "textvqa", "okvqa"), "vqa_accuracy"),  # VQA accuracy (the ten-answer formula)
+    **dict.fromkeys(("ai2d", "scienceqa", "tqa", "aokvqa", "visual7w"), "multiple_choice_accuracy"),
+    **dict.fromkeys(("docvqa", "infographic_vqa", "st_vqa"), "anls"),  # the Robust Reading Competition's ANLS
+    **dict.fromkeys(("cocoqa", "clevr", "clevr_math", "tallyqa", "figureqa", "dvqa", "ocrvqa", "vsr", "nlvr2"),
+                    "exact_match"),  # accuracy: one short answer, matched exactly
+}
 DOCMATIX_ID = "HuggingFaceM4/Docmatix"
 DOCMATIX_CONFIGS = ("images",)  # its "pdf" configuration holds raw PDFs, which we do not render
 COLUMNS = ("images", "texts")
@@ -61,9 +70,14 @@ class Adapter:
             return Skipped("no_question")
         if not answer or not answer.strip():
             return Skipped("no_answer")
-        meta = {"question": question.strip(), "question_type": self.name, "source": turn.get("source")}
+        meta = {"question": question.strip(), "question_type": self.name, "source": turn.get("source"),
+                "dataset": self.name, "metric": METRICS.get(self.name, "anls")}
         return Sample(id=sample_id, image=None, prompt=self.task_prompt + question.strip(),
                       target=answer.strip(), references=[answer.strip()], meta=meta)
+
+    def samples_per_row(self, rows) -> np.ndarray:
+        """How many samples each row of an Arrow-formatted table gives: its turns (``samples_per_row``)."""
+        return samples_per_row(rows.select_columns(["texts"])[:])  # an Arrow view of the memory-mapped column
 
     def image(self, row: dict[str, Any], draft: int | None = None):
         """The row's page; several pages are tiled (or the row skipped). ``draft`` is not used: tiling

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from florence_tune import tasks
 from florence_tune.data.rows import BadSample, Item, as_text, single_image
 from florence_tune.data.sample import Sample, Skipped
 
@@ -40,8 +41,10 @@ def valid_answers(answers: Any) -> list[str]:
 
 
 def to_sample(row: dict, image, task_prompt: str, *, require_answer: bool = True,
-              clean_questions: bool = False) -> Sample:
-    """One DocVQA row → Sample. ``image`` is the already-opened RGB page (or None for text-only use)."""
+              clean_questions: bool = False, name: str = "docvqa") -> Sample:
+    """One DocVQA row → Sample. ``image`` is the already-opened RGB page (or None for text-only use). Its
+    answer is judged by ANLS, or by the row's own ``metric`` (tasks.ANSWER_METRICS); its scores are reported
+    under its ``source``, or the dataset's ``name``."""
     question = row.get("question")
     if not isinstance(question, str) or not question.strip():
         raise BadSample("no_question")
@@ -50,11 +53,16 @@ def to_sample(row: dict, image, task_prompt: str, *, require_answer: bool = True
     answers = valid_answers(row["answers"] if row.get("answers") is not None else row.get("answer"))
     if require_answer and not answers:
         raise BadSample("no_answer")
+    metric = row.get("metric") or "anls"
+    if metric not in tasks.ANSWER_METRICS:
+        raise BadSample("unknown_metric")
     question_types = row.get("question_types") or []
     meta = {
         "question": question,
         "question_type": "/".join(question_types) if question_types else "unknown",
         "doc_id": row.get("docId"),
+        "dataset": row.get("source") or name,
+        "metric": metric,
     }
     return Sample(
         id=str(row.get("questionId") if row.get("questionId") is not None else row.get("id", "")),
@@ -74,14 +82,19 @@ class Adapter:
     require_answer: bool = True
     clean_questions: bool = False
     root: str | None = None  # the dataset folder that relative image paths are read against (see rows.rooted)
+    name: str = "docvqa"  # the dataset, as the spec names it: scores are reported per source
     image_columns: tuple[str, ...] = ("image",)
 
     def drafts(self, row: dict[str, Any]) -> list[Item]:
         try:
             return [to_sample(row, None, self.task_prompt, require_answer=self.require_answer,
-                              clean_questions=self.clean_questions)]
+                              clean_questions=self.clean_questions, name=self.name)]
         except BadSample as exc:
             return [Skipped(exc.reason)]
+
+    def samples_per_row(self, rows) -> None:
+        """Every row is one question: one sample."""
+        return None
 
     def image(self, row: dict[str, Any], draft: int | None = None):
         return single_image(row, draft, self.root)

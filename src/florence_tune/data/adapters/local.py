@@ -56,7 +56,8 @@ def jsonl_features():
 
     text = datasets.Value("string")
     return datasets.Features({"image": text, "prefix": text, "suffix": text, "question": text,
-                              "answers": datasets.List(text), "id": text, "split": text, "error": text})
+                              "answers": datasets.List(text), "id": text, "metric": text, "source": text,
+                              "split": text, "error": text})
 
 
 # --- where the files are -------------------------------------------------------------------------
@@ -202,7 +203,8 @@ def read_jsonl(files: list[str], root: str, stamps: list[str]) -> Iterator[dict[
 
 def normalise_line(line: str | None, file: Path, root: Path, number: int) -> dict[str, Any]:
     row: dict[str, Any] = {"image": None, "prefix": None, "suffix": None, "question": None, "answers": None,
-                           "id": f"{file.stem}:{number}", "split": None, "error": None}
+                           "id": f"{file.stem}:{number}", "metric": None, "source": None, "split": None,
+                           "error": None}
     if line is None:
         return {**row, "error": "not_utf8"}
     try:
@@ -214,6 +216,7 @@ def normalise_line(line: str | None, file: Path, root: Path, number: int) -> dic
     for key in ("prefix", "question"):
         row[key] = data[key] if isinstance(data.get(key), str) else None
     row["suffix"], row["split"] = as_text(data.get("suffix")), as_text(data.get("split"))
+    row["metric"], row["source"] = as_text(data.get("metric")), as_text(data.get("source"))
     answers = data["answers"] if data.get("answers") is not None else data.get("answer")
     row["answers"] = docvqa.valid_answers(answers)
     if data.get("id") is not None:

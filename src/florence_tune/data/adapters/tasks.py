@@ -1,30 +1,46 @@
-"""Rows for the Florence-2 tasks beyond VQA: object detection, phrase grounding, OCR, captioning.
+"""Rows for the Florence-2 tasks beyond VQA: detection, grounding, segmentation, OCR (with regions), captions,
+region-to-text, region proposals, and key-value extraction to JSON.
 
 Read through the same stack as VQA data (specs, sources, held-out validation, streaming, mixtures,
-limits). Accepted ``--dataset`` forms (boxes in pixels of the image file):
+limits). Accepted ``--dataset`` forms (coordinates in pixels of the image file):
 
-* a COCO detection JSON (``images``, ``annotations`` with ``[x, y, width, height]`` boxes,
-  ``categories``); image ``file_name``s are looked up next to the JSON, in its ``images/`` folder, or
-  one folder up. Crowd annotations are left out, as COCO evaluation treats them apart.
-* a JSON-lines file, one image per line::
+* a COCO JSON (``images``, ``annotations`` with ``[x, y, width, height]`` boxes and, for segmentation,
+  polygon ``segmentation`` lists, ``categories``); image ``file_name``s are looked up next to the JSON, in
+  its ``images/`` folder, or one folder up. The task is named after the file (``instances.json:
+  region_to_segmentation``), <OD> by default. Crowd annotations are left out (counted ``crowd_left_out``),
+  as COCO evaluation sets them apart; an RLE mask is no polygon (counted ``polygon_left_out``).
+* a JSON-lines file, one image per line, its ``task`` naming the task (the spec's, or <OD>, without)::
 
       {"image": "pages/1.png", "boxes": [[x1, y1, x2, y2], ...], "labels": ["table", ...]}
       {"image": "a.png", "objects": [{"label": "table", "bbox": [x1, y1, x2, y2]}]}
       {"image": "b.png", "task": "<CAPTION_TO_PHRASE_GROUNDING>", "caption": "a table and a stamp",
        "boxes": [...], "labels": ["a table", "a stamp"]}
       {"image": "c.png", "task": "<OCR>", "text": "TOTAL 12.50"}
+      {"image": "c.png", "task": "<OCR_WITH_REGION>", "texts": ["TOTAL", "12.50"],
+       "quad_boxes": [[x1, y1, x2, y2, x3, y3, x4, y4], ...]}          (or "boxes": axis-aligned lines)
       {"image": "d.png", "task": "<CAPTION>", "caption": "an invoice on blue paper"}
+      {"image": "e.png", "task": "<REFERRING_EXPRESSION_SEGMENTATION>", "phrase": "the stamp",
+       "polygons": [[x1, y1, x2, y2, x3, y3, ...]]}                     (a polygon per object, or a list of them)
+      {"image": "e.png", "task": "<REGION_TO_SEGMENTATION>", "region": [x1, y1, x2, y2], "polygons": [...]}
+      {"image": "f.png", "task": "<REGION_TO_CATEGORY>", "region": [x1, y1, x2, y2], "text": "stamp"}
+      {"image": "g.png", "task": "<OPEN_VOCABULARY_DETECTION>", "phrase": "a stamp", "boxes": [...]}
+      {"image": "h.png", "task": "<EXTRACTION>", "fields": {"invoice_number": "INV-1", "total": "$12.50"}}
 
-  optional keys: ``id``, ``split`` (rows are filtered by it when any row has one);
+  A region task's row without a ``region`` gives one sample per object (per line for <REGION_TO_OCR>),
+  its box the prompt; open-vocabulary detection without a ``text``, one sample per label. Dense captions,
+  region descriptions and referring expressions read ``descriptions`` (a phrase per object) before
+  ``labels``; the caption levels read ``detailed_caption`` / ``more_detailed_caption`` before ``caption``.
+  Optional keys: ``id``, ``width`` / ``height`` (checked against the image), ``split`` (rows are filtered
+  by it when any row has one);
 * a folder of such files, their split read from the file or folder name (``train.json``,
   ``validation.jsonl``...); a source without a validation split holds out its first rows, as VQA does;
-* ``synthetic:detection`` (or ``synthetic:od``), ``synthetic:caption``, ``synthetic:ocr`` — the
-  built-in pages with their regions, caption and drawn text.
+* ``synthetic:<task>`` (``synthetic:detection``, ``synthetic:ocr_with_region``, ``synthetic:extraction``...,
+  every name of ``TASK_NAMES``) — the built-in pages, which know each region, line, phrase and field.
 
-Each row becomes a ``Sample`` whose prompt is the task token (plus the caption for grounding), whose
-target is the answer the way Florence-2 writes it (``label<loc_..>x4`` per box, see tasks.py), and
-whose ``meta`` carries ``task``, and for box tasks the reference ``boxes`` / ``labels`` in pixels and
-the ``image_size``, so evaluation can score them with mAP. Adapters never tokenize.
+Each row becomes ``Sample``s whose prompt is the task token (plus its phrase or its region's box), whose
+target is the answer the way the Florence-2 checkpoints write it (tasks.py), and whose ``meta`` carries
+``task`` and, for answers with locations, the ``image_size``; evaluation reads the reference back from the
+target exactly as it reads the prediction. Adapters never tokenize.
 """
 
 from __future__ import annotations
@@ -37,32 +53,62 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from florence_tune import tasks
 from florence_tune.data.images import BadImage, image_size
 from florence_tune.data.rows import BadSample, Item, as_text, json_lines, rooted, single_image
 from florence_tune.data.sample import ALTERED, Sample, Skipped
 from florence_tune.errors import UsageError
 
-# ``synthetic:<name>``: the built-in pages, and the task each name trains.
-SYNTHETIC_TASKS = {"detection": tasks.OD, "od": tasks.OD, "caption": tasks.CAPTION, "ocr": tasks.OCR}
+# ``synthetic:<name>`` (and ``my.json:<name>`` on a local task file): the task rows of no "task" value train.
+# Each task's token in lower case without its brackets, plus the short names the first release had.
+TASK_NAMES = {"detection": tasks.OD, "od": tasks.OD,
+              **{token.strip("<>").lower(): token for token in tasks.TASKS if token != tasks.VQA}}
 # Columns that mark task rows (a VQA row has a question instead).
-MARKER_COLUMNS = frozenset({"boxes", "objects", "task"})
+MARKER_COLUMNS = frozenset({"boxes", "objects", "task", "polygons", "quad_boxes", "fields"})
 # JSON files a save_to_disk folder holds; never annotation files.
 DATASETS_METADATA = frozenset({"dataset_dict.json", "state.json", "dataset_info.json"})
 # What a sample's ALTERED list says when a <loc_N> of the user's had to become a token (fit_locations).
 CLAMPED_LOCATIONS = "clamped_locations"
+POLYGON_LEFT_OUT = "polygon_left_out"  # an object whose segmentation has no usable polygon (a COCO RLE mask)
+# The columns a task reads its words from, in order of preference. A row may carry several kinds of
+# annotation (the synthetic pages carry all): a region's category in "labels", a phrase naming it in
+# "descriptions"; a caption at each of the three levels.
+TEXT_COLUMNS = {
+    tasks.OCR: ("text", "caption"),
+    tasks.CAPTION: ("caption", "text"),
+    tasks.DETAILED_CAPTION: ("detailed_caption", "caption", "text"),
+    tasks.MORE_DETAILED_CAPTION: ("more_detailed_caption", "detailed_caption", "caption", "text"),
+    tasks.EXTRACTION: ("fields", "text"),
+    tasks.GROUNDING: ("detailed_caption", "caption", "text"),  # the synthetic pages name regions there
+    tasks.OPEN_VOCABULARY_DETECTION: ("phrase",),
+    tasks.REFERRING_SEGMENTATION: ("phrase",),
+}
+LABEL_COLUMNS = {
+    tasks.DENSE_REGION_CAPTION: ("descriptions", "labels"),
+    tasks.REGION_TO_DESCRIPTION: ("descriptions", "labels"),
+    tasks.REFERRING_SEGMENTATION: ("descriptions", "labels"),
+}
+ROW_COLUMNS = ("id", "image", "task", "width", "height", "labels", "boxes", "descriptions", "polygons", "texts",
+               "quad_boxes", "region", "phrase", "caption", "detailed_caption", "more_detailed_caption", "text",
+               "fields", "notes", "split", "error")
 
 
 def features():
     """The one schema of task rows, whatever file they were read from."""
     import datasets
 
-    text = datasets.Value("string")
+    text, number = datasets.Value("string"), datasets.Value("float64")
     return datasets.Features({
         "id": text, "image": text, "task": text, "width": datasets.Value("int32"),
         "height": datasets.Value("int32"), "labels": datasets.List(text),
-        "boxes": datasets.List(datasets.List(datasets.Value("float64"))), "caption": text, "text": text,
-        "split": text, "error": text,
+        "boxes": datasets.List(datasets.List(number)), "descriptions": datasets.List(text),
+        "polygons": datasets.List(datasets.List(datasets.List(number))), "texts": datasets.List(text),
+        "quad_boxes": datasets.List(datasets.List(number)), "region": datasets.List(number),
+        "phrase": text, "caption": text, "detailed_caption": text, "more_detailed_caption": text, "text": text,
+        "fields": text,
+        "notes": datasets.List(text), "split": text, "error": text,
     })
 
 
@@ -71,38 +117,83 @@ def features():
 
 @dataclass(frozen=True)
 class Adapter:
-    """Task rows: one image, one task per row; the answer is built from boxes, a caption or a text."""
+    """Task rows: one image per row, its task from the row or ``default_task``. A row is one sample, except
+    where its parts are (``count``): a region task without a ``region`` of its own gives one per object (per
+    line for <REGION_TO_OCR>), its box the prompt; open-vocabulary detection without a ``phrase``, one per
+    label; referring segmentation without one, one per object, its phrase the prompt."""
 
     default_task: str = tasks.OD  # for rows without a "task" value
     root: str | None = None  # the dataset folder that relative image paths are read against (see rows.rooted)
     image_columns: tuple[str, ...] = ("image",)
 
+    def count(self, row: dict[str, Any]) -> int:
+        """How many items ``drafts(row)`` gives, from the annotation columns alone (no image read)."""
+        parts = None if row.get("error") else self._parts(row, row.get("task") or self.default_task)
+        return max(1, len(parts)) if parts is not None else 1
+
+    def samples_per_row(self, rows) -> np.ndarray | None:
+        """``count`` of every row of an Arrow-formatted table, or None when each row is one sample."""
+        columns = [c for c in rows.column_names if c not in self.image_columns]
+        counts = np.array([self.count(row) for batch in rows.select_columns(columns).iter(batch_size=1024)
+                           for row in batch.to_pylist()], dtype=np.int64)
+        return counts if (counts != 1).any() else None
+
     def drafts(self, row: dict[str, Any]) -> list[Item]:
+        count = self.count(row)
         if row.get("error"):
             return [Skipped(row["error"])]
         try:
-            return [fit_locations(self._draft(row))]
-        except BadImage as exc:  # the size of a box task's image could not be read
-            return [Skipped(f"image_{exc.reason}")]
+            items = self._drafts(row)
+        except BadImage as exc:  # the size of the image could not be read
+            return [Skipped(f"image_{exc.reason}")] * count
         except BadSample as exc:
-            return [Skipped(exc.reason)]
+            return [Skipped(exc.reason)] * count
+        return [fit_locations(item) if isinstance(item, Sample) else item for item in items]
 
     def image(self, row: dict[str, Any], draft: int | None = None):
         return single_image(row, draft, self.root)
 
-    def _draft(self, row: dict[str, Any]) -> Sample:
+    def _parts(self, row: dict[str, Any], task: str) -> list | None:
+        """The row's parts that are one sample each (raw), or None when the row is one sample."""
+        spec = tasks.TASKS.get(task)
+        if spec is None or _written(row):
+            return None
+        if spec.prompt == "region" and row.get("region") is None:
+            if spec.answer == "polygons":
+                return list(row.get("polygons") or [])
+            return list(row.get("texts") or []) if task == tasks.REGION_TO_OCR else list(row.get("boxes") or [])
+        if task == tasks.OPEN_VOCABULARY_DETECTION and not _text_of(row, task):
+            return list(dict.fromkeys(c for c in (tasks.clean_label(label) for label in row.get("labels") or []) if c))
+        if task == tasks.REFERRING_SEGMENTATION and not _text_of(row, task):
+            return list(row.get("polygons") or [])
+        return None
+
+    def _drafts(self, row: dict[str, Any]) -> list[Item]:
         task = row.get("task") or self.default_task
-        meta: dict[str, Any] = {"task": task, "question": task, "question_type": task}
+        if task not in tasks.TASKS:
+            raise BadSample("unknown_task")
+        spec = tasks.TASKS[task]
         declared = _declared_size(row)
         if declared and declared != self._size(row):  # checked per row: rows may share a page
             raise BadSample("image_size_mismatch")  # its boxes were drawn on an image of another size
-        if task in tasks.BOX_TASKS:
-            return self._box_draft(row, task, meta)
-        text = _text_of(row, task)
-        if not text:
-            raise BadSample("no_answer")
-        return Sample(id=_id_of(row), image=None, prompt=tasks.prompt_for(task), target=text,
-                      references=[text], meta=meta)
+        if spec.answer == "text" and spec.prompt == "none":
+            text = _text_of(row, task)
+            if not text:
+                raise BadSample("no_answer")
+            return [self._sample(row, task, tasks.prompt_for(task), text, {})]
+        size = declared or self._size(row)
+        if _written(row) and spec.prompt != "region":  # the answer as Florence-2 writes it, by the user
+            phrase = _text_of(row, task) if spec.prompt == "text" else ""
+            return [self._sample(row, task, tasks.prompt_for(task, phrase), row["text"].strip(),
+                                 {"image_size": list(size)})]
+        if self._parts(row, task) is not None:
+            items = self._each_part(row, task, size)
+            if not items:
+                raise BadSample("no_regions" if spec.prompt == "region" else EMPTY_REASONS[spec.answer])
+            return items
+        sample = ONE_SAMPLE[spec.answer if spec.prompt != "region" else "region"](self, row, task, size)
+        notes = [str(note) for note in row.get("notes") or []]  # what the file's reader left out (crowds)
+        return [dataclasses.replace(sample, meta={**sample.meta, ALTERED: [*sample.meta.get(ALTERED, ()), *notes]})]
 
     def _size(self, row: dict[str, Any]) -> tuple[int, int]:
         """The page's size from its header only: nothing decoded."""
@@ -110,18 +201,120 @@ class Adapter:
             raise BadSample("no_image")
         return image_size(rooted(row["image"], self.root))
 
-    def _box_draft(self, row: dict[str, Any], task: str, meta: dict[str, Any]) -> Sample:
-        size = _declared_size(row) or self._size(row)
-        labels, boxes = _objects(row, size)
+    def _sample(self, row: dict[str, Any], task: str, prompt: str, target: str, meta: dict[str, Any],
+                number: int | None = None) -> Sample:
+        base = _id_of(row)
+        meta = {"task": task, "question": prompt, "question_type": task, **meta}
+        return Sample(id=base if number is None else f"{base}/{number}", image=None, prompt=prompt, target=target,
+                      references=[target], meta=meta)
+
+    # --- rows that are one sample, by answer kind (tasks.Task.answer) ---
+
+    def _boxes(self, row: dict[str, Any], task: str, size: tuple[int, int]) -> Sample:
+        labelled = task != tasks.REGION_PROPOSAL  # proposals are boxes alone
+        labels, boxes = _objects(row, size, LABEL_COLUMNS.get(task, ("labels",)), labelled=labelled)
         if not boxes:
             raise BadSample("no_boxes")
-        caption = str(row.get("caption") or row.get("text") or "").strip() if task == tasks.GROUNDING else ""
-        if task == tasks.GROUNDING and not caption:
+        phrase = _text_of(row, task) if tasks.TASKS[task].prompt == "text" else ""
+        if tasks.TASKS[task].prompt == "text" and not phrase:
             raise BadSample("no_caption")
-        target = tasks.encode_objects(labels, boxes, size)
-        meta.update({"boxes": boxes, "labels": labels, "image_size": list(size)})
-        return Sample(id=_id_of(row), image=None, prompt=tasks.prompt_for(task, caption), target=target,
-                      references=[target], meta=meta)
+        if task == tasks.OPEN_VOCABULARY_DETECTION:
+            labels = [phrase] * len(boxes)  # the checkpoints name each box by the phrase asked for
+        return self._sample(row, task, tasks.prompt_for(task, phrase), tasks.encode_objects(labels, boxes, size),
+                            {"boxes": boxes, "labels": labels, "image_size": list(size)})
+
+    def _polygons(self, row: dict[str, Any], task: str, size: tuple[int, int]) -> Sample:
+        """Referring segmentation with its ``phrase``: every object of the row is the answer."""
+        _, objects, left_out = _polygon_objects(row, size, ("labels",), labelled=False)
+        if not objects:
+            raise BadSample("no_polygons")
+        return self._sample(row, task, tasks.prompt_for(task, _text_of(row, task)),
+                            tasks.encode_polygons([""] * len(objects), objects, size),
+                            {"image_size": list(size), ALTERED: [POLYGON_LEFT_OUT] * left_out})
+
+    def _quads(self, row: dict[str, Any], task: str, size: tuple[int, int]) -> Sample:
+        texts, quads = _lines(row, size)
+        if not quads:
+            raise BadSample("no_lines")
+        return self._sample(row, task, tasks.prompt_for(task), tasks.encode_lines(texts, quads, size),
+                            {"image_size": list(size)})
+
+    def _region(self, row: dict[str, Any], task: str, size: tuple[int, int]) -> Sample:
+        """A region task's row with its ``region``: the answer is ``text`` (or the first label), or its polygons."""
+        region = tasks.clip_box(_corners(row["region"]) or [0, 0, 0, 0], size)
+        if region is None:
+            raise BadSample("bad_region")
+        if tasks.TASKS[task].answer == "polygons":
+            _, objects, left_out = _polygon_objects(row, size, ("labels",), labelled=False)
+            if not objects:
+                raise BadSample("no_polygons")
+            return self._region_sample(row, task, size, region, sum(objects, []), None,
+                                       [POLYGON_LEFT_OUT] * left_out)
+        label = tasks.clean_label(_text_of(row, task) or next(iter(row.get("labels") or []), ""))
+        if not label:
+            raise BadSample("no_answer")
+        return self._region_sample(row, task, size, region, label, None)
+
+    def _region_sample(self, row, task, size, box, answer, number, altered=()) -> Sample:
+        target = (tasks.encode_polygons([""], [answer], size) if tasks.TASKS[task].answer == "polygons"
+                  else tasks.region_text(task, answer, box, size))
+        return self._sample(row, task, tasks.prompt_for(task, tasks.box_tokens(box, size)), target,
+                            {"image_size": list(size), "region": box, ALTERED: list(altered)}, number)
+
+    # --- rows whose parts are one sample each (``_parts``): one item per part, Skipped where it is unusable ---
+
+    def _each_part(self, row: dict[str, Any], task: str, size: tuple[int, int]) -> list[Item]:
+        spec = tasks.TASKS[task]
+        if task == tasks.OPEN_VOCABULARY_DETECTION:
+            labels, boxes = _objects(row, size)
+            return [self._sample(row, task, tasks.prompt_for(task, name),
+                                 tasks.encode_objects([name] * labels.count(name),
+                                                      [b for n, b in zip(labels, boxes, strict=True) if n == name],
+                                                      size), {"image_size": list(size)}, number)
+                    if name in labels else Skipped("no_boxes")
+                    for number, name in enumerate(self._parts(row, task))]
+        if spec.answer == "polygons":
+            columns = LABEL_COLUMNS.get(task, ("labels",))
+            objects = list(row.get("polygons") or [])
+            names = next((list(row[c]) for c in columns if row.get(c)), [""] * len(objects))
+            if len(names) != len(objects):
+                raise BadSample("polygons_labels_mismatch")
+            items: list[Item] = []
+            for number, (name, polygons) in enumerate(zip(names, objects, strict=True)):
+                kept = _clean_polygons(polygons, size)
+                name = tasks.clean_label(name)
+                if not kept:
+                    items.append(Skipped(POLYGON_LEFT_OUT))
+                elif task == tasks.REFERRING_SEGMENTATION and not name:
+                    items.append(Skipped("no_phrase"))
+                elif task == tasks.REFERRING_SEGMENTATION:
+                    items.append(self._sample(row, task, tasks.prompt_for(task, name),
+                                              tasks.encode_polygons([""], [kept], size), {"image_size": list(size)},
+                                              number))
+                else:
+                    items.append(self._region_sample(row, task, size, _bounds(kept), kept, number))
+            return items
+        if task == tasks.REGION_TO_OCR:
+            texts = list(row.get("texts") or [])
+            quads = [list(q) for q in row.get("quad_boxes") or []] or [tasks.quad_of(b) for b in row.get("boxes") or []]
+            if len(texts) != len(quads):
+                raise BadSample("texts_quads_mismatch")
+            return [self._region_sample(row, task, size, _bounds([quad]), text, number)
+                    if (quad := _clean_quad(raw, size)) and tasks.clean_label(text) else Skipped("bad_line")
+                    for number, (text, raw) in enumerate(zip(texts, quads, strict=True))]
+        names = next((list(row[c]) for c in LABEL_COLUMNS.get(task, ("labels",)) if row.get(c)), [])
+        boxes = list(row.get("boxes") or [])
+        if len(names) != len(boxes):
+            raise BadSample("boxes_labels_mismatch")
+        return [self._region_sample(row, task, size, box, tasks.clean_label(name), number)
+                if (box := tasks.clip_box(raw, size) if raw is not None and len(raw) == 4 else None)
+                and tasks.clean_label(name) else Skipped("bad_box" if tasks.clean_label(name) else "no_answer")
+                for number, (name, raw) in enumerate(zip(names, boxes, strict=True))]
+
+
+ONE_SAMPLE = {"boxes": Adapter._boxes, "polygons": Adapter._polygons, "quads": Adapter._quads,
+              "region": Adapter._region}
+EMPTY_REASONS = {"boxes": "no_boxes", "polygons": "no_polygons", "quads": "no_lines"}
 
 
 def fit_locations(sample: Sample) -> Sample:
@@ -146,23 +339,87 @@ def _id_of(row: dict[str, Any]) -> str:
     return str(row.get("id") or row.get("docId") or "")
 
 
-def _objects(row: dict[str, Any], size: tuple[int, int]) -> tuple[list[str], list[list[float]]]:
-    """Labels and boxes cut to the image, in reading order (top to bottom, then left to right)."""
-    boxes, labels = list(row.get("boxes") or []), list(row.get("labels") or [])
+def _objects(row: dict[str, Any], size: tuple[int, int], label_columns: tuple[str, ...] = ("labels",),
+             labelled: bool = True) -> tuple[list[str], list[list[float]]]:
+    """Labels and boxes cut to the image, in reading order (top to bottom, then left to right); the labels
+    from the first of ``label_columns`` the row fills. ``labelled=False``: labels are not read (proposals)."""
+    boxes = list(row.get("boxes") or [])
+    labels = next((list(row[c]) for c in label_columns if row.get(c)), []) if labelled else [""] * len(boxes)
     if len(labels) != len(boxes):
         raise BadSample("boxes_labels_mismatch")
     kept = []
     for label, box in zip(labels, boxes, strict=True):
         clean = tasks.clean_label(label)
         clipped = tasks.clip_box(box, size) if box is not None and len(box) == 4 else None
-        if clean and clipped:
+        if (clean or not labelled) and clipped:
             kept.append((clipped[1], clipped[0], clean, clipped))
     kept.sort(key=lambda item: (item[0], item[1]))
     return [label for _, _, label, _ in kept], [box for _, _, _, box in kept]
 
 
+def _polygon_objects(row: dict[str, Any], size: tuple[int, int], label_columns: tuple[str, ...],
+                     labelled: bool = True) -> tuple[list[str], list[list[list[float]]], int]:
+    """Labels and each object's polygons (``_clean_polygons``), and how many objects were left out for want
+    of a usable polygon (a COCO RLE mask has none)."""
+    objects = list(row.get("polygons") or [])
+    labels = next((list(row[c]) for c in label_columns if row.get(c)), None) if labelled else None
+    labels = labels if labels is not None else [""] * len(objects)
+    if len(labels) != len(objects):
+        raise BadSample("polygons_labels_mismatch")
+    found = [(tasks.clean_label(label), _clean_polygons(polygons, size)) for label, polygons in
+             zip(labels, objects, strict=True)]
+    usable = [(label, polygons) for label, polygons in found if polygons]
+    return [label for label, _ in usable], [polygons for _, polygons in usable], len(found) - len(usable)
+
+
+def _clean_polygons(polygons: Any, size: tuple[int, int]) -> list[list[float]]:
+    """An object's polygons with vertices clamped to the image; one of fewer than three vertices is dropped."""
+    width, height = size
+    kept = []
+    for polygon in polygons or []:
+        points = [float(v) for v in polygon or []]
+        if len(points) % 2 or len(points) < 6 or not all(math.isfinite(v) for v in points):
+            continue
+        kept.append([min(max(v, 0.0), width if i % 2 == 0 else height) for i, v in enumerate(points)])
+    return kept
+
+
+def _clean_quad(quad: Any, size: tuple[int, int]) -> list[float] | None:
+    """A line's quad as eight floats clamped to the image, or None when it is not eight finite numbers."""
+    width, height = size
+    points = [float(v) for v in quad or []]
+    if len(points) != 8 or not all(math.isfinite(v) for v in points):
+        return None
+    return [min(max(v, 0.0), width if i % 2 == 0 else height) for i, v in enumerate(points)]
+
+
+def _lines(row: dict[str, Any], size: tuple[int, int]) -> tuple[list[str], list[list[float]]]:
+    """Each text line and its quad (from ``quad_boxes``, or ``boxes`` made quads), points clamped to the image."""
+    texts = list(row.get("texts") or [])
+    quads = [list(q) for q in row.get("quad_boxes") or []] or [tasks.quad_of(b) for b in row.get("boxes") or []]
+    if len(texts) != len(quads):
+        raise BadSample("texts_quads_mismatch")
+    found = [(tasks.clean_label(text), _clean_quad(quad, size)) for text, quad in zip(texts, quads, strict=True)]
+    found = [(text, quad) for text, quad in found if text and quad]
+    return [text for text, _ in found], [quad for _, quad in found]
+
+
+def _written(row: dict[str, Any]) -> bool:
+    """Whether the row gives its answer already in Florence-2's words (a ``text`` with location tokens) and no
+    boxes, polygons or lines to build one from."""
+    return (isinstance(row.get("text"), str) and "<loc_" in row["text"]
+            and not any(row.get(c) for c in ("boxes", "polygons", "quad_boxes", "texts")))
+
+
+def _bounds(polygons: list[list[float]]) -> list[float]:
+    """The box around polygons (or quads): the region a region-to-segmentation prompt names."""
+    xs = [v for polygon in polygons for v in polygon[0::2]]
+    ys = [v for polygon in polygons for v in polygon[1::2]]
+    return [min(xs), min(ys), max(xs), max(ys)]
+
+
 def _text_of(row: dict[str, Any], task: str) -> str:
-    keys = ("caption", "text") if task in tasks.CAPTION_TASKS else ("text", "caption")
+    keys = TEXT_COLUMNS.get(task, ("text", "caption"))
     return next((str(row[k]).strip() for k in keys if isinstance(row.get(k), str) and row[k].strip()), "")
 
 
@@ -182,7 +439,8 @@ def is_task_file(path: Path) -> bool:
         if path.suffix == ".jsonl":
             first = next((line for _, line in json_lines(path)), None)  # a bad line later must not hide the kind
             row = json.loads(first) if first else {}
-            return isinstance(row, dict) and (any(k in row for k in ("boxes", "objects"))
+            return isinstance(row, dict) and (any(k in row for k in ("boxes", "objects", "polygons", "quad_boxes",
+                                                                     "fields"))
                                               or row.get("task", tasks.VQA) != tasks.VQA)
     except (OSError, ValueError, UnicodeDecodeError):
         return False
@@ -199,9 +457,7 @@ def read_rows(files: list[str], stamps: list[str]) -> Iterator[dict[str, Any]]:
 
 
 def _row(**values: Any) -> dict[str, Any]:
-    empty = {name: None for name in ("id", "image", "task", "width", "height", "labels", "boxes", "caption",
-                                     "text", "split", "error")}
-    return {**empty, **values}
+    return {**dict.fromkeys(ROW_COLUMNS), **values}
 
 
 def _jsonl_rows(path: Path) -> Iterator[dict[str, Any]]:
@@ -234,12 +490,52 @@ def _jsonl_row(line: str | None, path: Path, number: int) -> dict[str, Any]:
         labels, boxes = list(labels or []), list(boxes or [])  # unequal counts: the adapter counts the row
         boxes = [_corners(box) or [] for box in boxes]
         labels = [as_text(label) or "" for label in labels]
-    text = {key: str(data[key]) if data.get(key) is not None else None for key in ("caption", "text", "split")}
+    text = {key: str(data[key]) if data.get(key) is not None else None
+            for key in ("phrase", "caption", "detailed_caption", "more_detailed_caption", "text", "split")}
     if text["text"] is None and data.get("answer") is not None:
         text["text"] = str(data["answer"])
+    fields = data.get("fields", data.get("answer") if isinstance(data.get("answer"), dict | list) else None)
+    try:
+        shapes = {"polygons": _polygons_of(data.get("polygons")), "quad_boxes": _numbers(data.get("quad_boxes"), 8),
+                  "region": _corners(data["region"]) if data.get("region") is not None else None}
+    except ValueError:
+        return _row(id=str(data.get("id") or row_id), error="bad_shape")
+    if data.get("region") is not None and shapes["region"] is None:
+        return _row(id=str(data.get("id") or row_id), error="bad_region")
+    lists = {key: [as_text(v) or "" for v in data[key]] if isinstance(data.get(key), list) else None
+             for key in ("descriptions", "texts")}
     return _row(id=str(data.get("id") or row_id), image=image_path(path.parent, data["image"]),
                 task=data.get("task"), width=data.get("width"), height=data.get("height"), labels=labels,
-                boxes=boxes, **text)
+                boxes=boxes, fields=json.dumps(fields, ensure_ascii=False) if fields is not None and not
+                isinstance(fields, str) else fields, **shapes, **lists, **text)
+
+
+def _polygons_of(value: Any) -> list[list[list[float]]] | None:
+    """Per object its polygons: ``[[x1, y1, x2, y2, ...], ...]`` is one polygon per object, and
+    ``[[[x1, y1, ...], [...]], ...]`` several per object. ValueError for anything else."""
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise ValueError("polygons")
+    objects = []
+    for item in value:
+        if not isinstance(item, list):
+            raise ValueError("polygons")
+        polygons = [item] if all(isinstance(v, int | float) for v in item) else item
+        objects.append([_numbers([polygon], None)[0] for polygon in polygons])
+    return objects
+
+
+def _numbers(value: Any, length: int | None) -> list[list[float]] | None:
+    """A list of number lists (each ``length`` long when given), as floats; ValueError for anything else."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(item, list) for item in value):
+        raise ValueError("numbers")
+    found = [[float(v) for v in item] for item in value]
+    if any(not all(math.isfinite(v) for v in item) or (length and len(item) != length) for item in found):
+        raise ValueError("numbers")
+    return found
 
 
 def _corners(box: Any, sizes: bool = False) -> list[float] | None:
@@ -258,9 +554,13 @@ def _corners(box: Any, sizes: bool = False) -> list[float] | None:
 
 
 def _coco_rows(path: Path) -> Iterator[dict[str, Any]]:
-    """One row per COCO image, boxes converted from [x, y, w, h] to [x1, y1, x2, y2]. A bad annotation makes
-    its image's row an ``error`` row (``bad_box``, ``unknown_category``): training on that page without the
-    object would teach the model it is not there."""
+    """One row per COCO image, boxes converted from [x, y, w, h] to [x1, y1, x2, y2], polygon segmentations
+    kept per object. A bad annotation makes its image's row an ``error`` row (``bad_box``,
+    ``unknown_category``): training on that page without the object would teach the model it is not there.
+    Crowd annotations are left out, as COCO evaluation sets them apart, and counted (``crowd_left_out``); an
+    RLE mask is no polygon, so segmentation leaves its object out (counted ``polygon_left_out``), while
+    detection still trains on its box. The task is the spec's (``instances.json:region_to_segmentation``),
+    <OD> by default."""
     try:
         coco = json.loads(path.read_text(encoding="utf-8"))
         names = {c["id"]: str(c["name"]) for c in coco.get("categories", [])}
@@ -269,8 +569,11 @@ def _coco_rows(path: Path) -> Iterator[dict[str, Any]]:
         raise UsageError(f"'{path}' is not a COCO detection file ({type(exc).__name__}: {exc}); it needs "
                          "'images', 'annotations' and 'categories' lists") from None
     by_image: dict[Any, list[dict[str, Any]]] = {}
+    crowds: dict[Any, int] = {}
     for annotation in annotations:
-        if isinstance(annotation, dict) and not annotation.get("iscrowd"):
+        if isinstance(annotation, dict) and annotation.get("iscrowd"):
+            crowds[annotation.get("image_id")] = crowds.get(annotation.get("image_id"), 0) + 1
+        elif isinstance(annotation, dict):
             by_image.setdefault(annotation.get("image_id"), []).append(annotation)
     for image in images:
         if not isinstance(image, dict):
@@ -283,9 +586,21 @@ def _coco_rows(path: Path) -> Iterator[dict[str, Any]]:
         boxes = [_corners(a.get("bbox"), sizes=True) for a in found]
         labels = [names.get(a.get("category_id")) for a in found]
         error = "bad_box" if None in boxes else "unknown_category" if None in labels else None
+        polygons = [_coco_polygons(a.get("segmentation")) for a in found]
         yield _row(id=row_id, image=image_path(path.parent, image["file_name"]), width=image.get("width"),
-                   height=image.get("height"), task=tasks.OD, labels=None if error else labels,
-                   boxes=None if error else boxes, error=error)
+                   height=image.get("height"), labels=None if error else labels,
+                   boxes=None if error else boxes, polygons=None if error or not any(polygons) else polygons,
+                   notes=["crowd_left_out"] * crowds.get(image.get("id"), 0), error=error)
+
+
+def _coco_polygons(segmentation: Any) -> list[list[float]]:
+    """An annotation's polygons (COCO's list of flat x, y lists); none for an RLE mask or a malformed one."""
+    if not isinstance(segmentation, list):
+        return []  # RLE ({"counts", "size"}) or absent
+    try:
+        return [[float(v) for v in polygon] for polygon in segmentation if isinstance(polygon, list)]
+    except (TypeError, ValueError):
+        return []
 
 
 def image_path(folder: Path, name: str) -> str:

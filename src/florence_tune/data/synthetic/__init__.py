@@ -33,6 +33,7 @@ from typing import Any
 import datasets
 from PIL import Image
 
+from florence_tune import tasks
 from florence_tune.data.synthetic.layouts import DESIGN_HEIGHT, DESIGN_WIDTH, LAYOUTS, Page
 from florence_tune.paths import cache_root
 
@@ -40,7 +41,9 @@ from florence_tune.paths import cache_root
 # datasets built by an older generator are rebuilt instead of silently reused.
 # 2: per-page regions (header, table, total, fields, signature) with pixel boxes, a caption and the
 #    drawn text, stored in documents/ for the <OD>, <CAPTION> and <OCR> tasks; pages and questions unchanged.
-GENERATOR_VERSION = "2"
+# 3: documents/ also holds each drawn line with its box, a phrase per region, the three caption levels and
+#    the key-value record of the page (every Florence-2 task, and extraction); pages and questions unchanged.
+GENERATOR_VERSION = "3"
 
 FAMILIES: tuple[str, ...] = ("page_colour", "document_type", "total", "date", "name", "number")
 DOCUMENT_TYPES: tuple[str, ...] = ("invoice", "receipt", "form", "table")
@@ -91,6 +94,16 @@ DOCUMENT_FEATURES = datasets.Features(
         "boxes": datasets.Sequence(datasets.Sequence(datasets.Value("float32"), length=4)),
         "caption": datasets.Value("string"),
         "text": datasets.Value("string"),
+        # a phrase per region ("the total", "the phone field"): dense captions, referring expressions
+        "descriptions": datasets.Sequence(datasets.Value("string")),
+        # each region's outline as polygons (flat x, y lists): segmentation
+        "polygons": datasets.Sequence(datasets.Sequence(datasets.Sequence(datasets.Value("float32")))),
+        # every drawn string and its quad (x1, y1, ..., x4, y4 clockwise from the top left): OCR with regions
+        "texts": datasets.Sequence(datasets.Value("string")),
+        "quad_boxes": datasets.Sequence(datasets.Sequence(datasets.Value("float32"), length=8)),
+        "detailed_caption": datasets.Value("string"),
+        "more_detailed_caption": datasets.Value("string"),
+        "fields": datasets.Value("string"),  # the page's key-value record as a JSON object
     }
 )
 OBJECT_LABELS: tuple[str, ...] = ("header", "table", "total", "field", "signature")
@@ -143,10 +156,34 @@ class SyntheticDocument:
     questions: tuple[tuple[str, str, tuple[str, ...]], ...]
     # (label, (x1, y1, x2, y2)) in pixels of ``image``: the tight box around everything drawn for a region.
     objects: tuple[tuple[str, tuple[int, int, int, int]], ...] = ()
+    descriptions: tuple[str, ...] = ()  # per object: the phrase naming it ("the total", "the phone field")
+    lines: tuple[tuple[str, tuple[int, int, int, int]], ...] = ()  # every drawn string and its pixel box
+    extracted: dict[str, Any] | None = None  # the page's key-value record (JSON-ready)
 
     @property
     def caption(self) -> str:
         return f"a {self.doc_type} on {self.colour} paper"
+
+    @property
+    def detailed_caption(self) -> str:
+        parts = list(dict.fromkeys(label for label, _ in self.objects))
+        listed = ", ".join(f"a {p}" for p in parts[:-1]) + (f" and a {parts[-1]}" if len(parts) > 1 else
+                                                            f"a {parts[0]}" if parts else "")
+        return f"{_article(self.doc_type)} {self.doc_type} on {self.colour} paper, with {listed}."
+
+    @property
+    def more_detailed_caption(self) -> str:
+        sentences = [self.detailed_caption]
+        if "name" in self.fields:
+            sentences.append(f"It names {self.fields['name']} and is dated {self.fields['date']}.")
+        if "total" in self.fields:
+            sentences.append(f"The total is {self.fields['total']}.")
+        sentences.append(f"Its number is {self.fields['number']}.")
+        return " ".join(sentences)
+
+
+def _article(word: str) -> str:
+    return "An" if word[0] in "aeiou" else "A"
 
 
 # The text-reading families each layout can answer, in FAMILIES order.
@@ -225,6 +262,9 @@ def _make_document(split: str, index: int, seed: int, image_size: tuple[int, int
         drawn_text=tuple(page.drawn_text),
         questions=_questions_for(doc_type, colour, fields, rng),
         objects=tuple(page.objects),
+        descriptions=tuple(page.descriptions),
+        lines=tuple(page.lines),
+        extracted=dict(page.extracted),
     )
 
 
@@ -342,6 +382,13 @@ def _document_record(document: SyntheticDocument, image: Any) -> dict:
         "boxes": [list(box) for _, box in document.objects],
         "caption": document.caption,
         "text": " ".join(document.drawn_text),
+        "descriptions": list(document.descriptions),
+        "polygons": [[tasks.quad_of(box)] for _, box in document.objects],
+        "texts": [text for text, _ in document.lines],
+        "quad_boxes": [tasks.quad_of(box) for _, box in document.lines],
+        "detailed_caption": document.detailed_caption,
+        "more_detailed_caption": document.more_detailed_caption,
+        "fields": json.dumps(document.extracted, ensure_ascii=False),
     }
 
 

@@ -55,12 +55,18 @@ class Page:
         # One font scale for both axes keeps glyphs undistorted; the smaller one keeps text inside.
         self._font_scale = min(self._scale_x, self._scale_y)
         self.drawn_text: list[str] = []
+        # (text, (x1, y1, x2, y2)) in pixels: every string drawn, with the box Pillow says it covers
+        self.lines: list[tuple[str, tuple[int, int, int, int]]] = []
         self.objects: list[tuple[str, tuple[int, int, int, int]]] = []
+        self.descriptions: list[str] = []  # one phrase per object, naming it on its page
+        # What a key-value extraction reads off the page, as the layout filled it in (JSON-ready values).
+        self.extracted: dict[str, object] = {}
         self._open_regions: list[list[float]] = []
 
     @contextmanager
-    def region(self, label: str):
-        """Record the pixel box around everything drawn inside the block as one ``label`` object.
+    def region(self, label: str, description: str | None = None):
+        """Record the pixel box around everything drawn inside the block as one ``label`` object, with a
+        phrase that names it on its page (``description``, by default "the <label>").
 
         Recording draws nothing and draws no random numbers, so pages are the same with or without it.
         """
@@ -75,6 +81,7 @@ class Page:
             x1, y1 = max(0, math.floor(bounds[0])), max(0, math.floor(bounds[1]))
             x2, y2 = min(width, math.ceil(bounds[2])), min(height, math.ceil(bounds[3]))
             self.objects.append((label, (x1, y1, x2, y2)))
+            self.descriptions.append(description or f"the {label}")
 
     def _cover(self, x0: float, y0: float, x1: float, y1: float):
         for bounds in self._open_regions:
@@ -100,6 +107,10 @@ class Page:
         self._draw.text((px, py), text, fill=INK, font=font, anchor=anchor)
         left, top, right, bottom = self._draw.textbbox((px, py), text, font=font, anchor=anchor)
         self._cover(left, top, right + (1 if bold else 0), bottom)
+        width, height = self.image.size
+        line = (max(0, left), max(0, top), min(width, right + (1 if bold else 0)), min(height, bottom))
+        if text.strip() and line[0] < line[2] and line[1] < line[3]:
+            self.lines.append((text, line))
         if bold:
             # Pillow's bundled font has no bold face; a second pass one pixel to the right reads as
             # bold and stays crisper at 14 px than a stroke does.
@@ -145,6 +156,11 @@ def _draw_invoice(page: Page, rng: random.Random) -> dict[str, str]:
     number, date = document_number(rng, "INV"), date_text(rng)
     items = line_items(rng, INVOICE_ITEMS, count=rng.randint(3, 6), max_unit_cents=40_000)
     total = money(sum(quantity * unit for _, quantity, unit in items))
+    page.extracted = {"document_type": "invoice", "seller": seller, "invoice_number": number, "date": date,
+                      "bill_to": customer,
+                      "items": [{"description": name, "quantity": quantity, "amount": money(quantity * unit)}
+                                for name, quantity, unit in items],
+                      "total_due": total}
 
     # Header block: seller on the left, the word INVOICE on the right, a heavy rule under both.
     with page.region("header"):
@@ -194,6 +210,9 @@ def _draw_receipt(page: Page, rng: random.Random) -> dict[str, str]:
     subtotal = sum(unit for _, unit in items)
     tax = round(subtotal * 0.08)
     total = money(subtotal + tax)
+    page.extracted = {"document_type": "receipt", "store": store, "receipt_number": number, "date": date,
+                      "items": [{"description": name, "amount": money(unit)} for name, unit in items],
+                      "subtotal": money(subtotal), "tax": money(tax), "total": total}
 
     top = 16
     y = top + 14
@@ -228,7 +247,7 @@ def _draw_receipt(page: Page, rng: random.Random) -> dict[str, str]:
     return {"total": total, "date": date, "name": store, "number": number}
 
 
-def _draw_checkboxes(page: Page, rng: random.Random, x: float, y: float):
+def _draw_checkboxes(page: Page, rng: random.Random, x: float, y: float) -> str:
     options = rng.sample(FORM_OPTIONS, 3)
     ticked = rng.randrange(len(options))
     for index, option in enumerate(options):
@@ -238,6 +257,7 @@ def _draw_checkboxes(page: Page, rng: random.Random, x: float, y: float):
             page.line(x + 11, y + 4, x + 3, y + 12)
         page.text(x + 20, y, option, 14)
         x += 20 + page.text_width(option, 14) + 18
+    return options[ticked]
 
 
 def _draw_form(page: Page, rng: random.Random) -> dict[str, str]:
@@ -246,30 +266,35 @@ def _draw_form(page: Page, rng: random.Random) -> dict[str, str]:
     name, date, number = person_name(rng), date_text(rng), document_number(rng, "F")
     phone = f"{rng.randint(200, 989)}-{rng.randint(100, 999)}-{rng.randint(1000, 9999)}"
 
+    title = rng.choice(FORM_TITLES)
     with page.region("header"):
-        page.text(DESIGN_WIDTH / 2, 22, rng.choice(FORM_TITLES), 20, anchor="ma", bold=True)
+        page.text(DESIGN_WIDTH / 2, 22, title, 20, anchor="ma", bold=True)
         page.labelled(right, 54, "Form No:", number, align="right")
         page.line(margin, 78, right, 78, width=2)
 
     # Labelled boxes are the form's signature look; the signature box is left empty on purpose.
     label_width = 88
     y = 96
+    city = rng.choice(CITIES)
     for label, value in (
         ("Full name", name),
         ("Date", date),
         ("Phone", phone),
-        ("City", rng.choice(CITIES)),
+        ("City", city),
         ("Signature", ""),
     ):
         # The empty signature box is its own object class; the filled boxes are form fields.
-        with page.region("signature" if label == "Signature" else "field"):
+        kind = "signature" if label == "Signature" else "field"
+        with page.region(kind, f"the {label.lower()} {kind}" if kind == "field" else "the signature box"):
             page.text(margin, y + 6, f"{label}:", 14)
             page.box(margin + label_width, y, right, y + 28)
             if value:
                 page.text(margin + label_width + 6, y + 6, value, 15)
         y += 44
     page.text(margin, y + 4, "Type:", 14)
-    _draw_checkboxes(page, rng, margin + label_width, y + 4)
+    ticked = _draw_checkboxes(page, rng, margin + label_width, y + 4)
+    page.extracted = {"document_type": "form", "title": title, "form_number": number, "full_name": name,
+                      "date": date, "phone": phone, "city": city, "type": ticked}
     y += 44
     page.box(margin, y, right, y + 72)
     page.text(margin + 8, y + 8, "For office use only", 14)
@@ -294,7 +319,7 @@ def _draw_grid(page: Page, rng: random.Random, left: float, right: float, top: f
         # Numbers are right-aligned in their cells, as in a printed spreadsheet.
         for column, cell in enumerate(row[1:], start=1):
             page.text(column_edges[column + 1] - 6, y, cell, 14, anchor="ra", bold=row_index == 0)
-    return bottom
+    return bottom, rows
 
 
 def _draw_table(page: Page, rng: random.Random) -> dict[str, str]:
@@ -310,7 +335,9 @@ def _draw_table(page: Page, rng: random.Random) -> dict[str, str]:
         page.labelled(margin, 74, "Prepared by:", name)
     labels = rng.sample(row_labels, rng.randint(5, 9))
     with page.region("table"):
-        bottom = _draw_grid(page, rng, margin, right, 106, header, labels)
+        bottom, rows = _draw_grid(page, rng, margin, right, 106, header, labels)
+    page.extracted = {"document_type": "table", "title": title, "report_number": number, "date": date,
+                      "prepared_by": name, "columns": list(header), "items": [row[0] for row in rows[1:]]}
     page.text(margin, bottom + 12, "All figures are unit counts.", 14)
     return {"date": date, "name": name, "number": number}
 
