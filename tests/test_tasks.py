@@ -1,12 +1,16 @@
 """Boxes → Florence-2 location tokens → the processor's post-processing → boxes, within one bin."""
 
 import random
+import re
 
 import numpy as np
 import pytest
 import torch
 
-from florence_tune import tasks
+from florence_tune import data, tasks
+from florence_tune.data.adapters.tasks import TASK_NAMES
+from florence_tune.data.sample import Sample
+from florence_tune.evaluation import records, task_metrics
 
 SIZES = [(384, 512), (1000, 1000), (37, 1999), (768, 768), (1, 1)]
 SIDES = [1, 7, 37, 384, 480, 512, 640, 768, 999, 1000, 1001, 1700, 1999, 2200, 3000, 4000]
@@ -125,3 +129,50 @@ def test_grounding_answers_parse_per_phrase(tiny):
     assert parsed["labels"] == ["a red stamp", "the total"]
     assert all(abs(a - b) <= 512 / 1000 / 2 for box, back in zip(boxes, parsed["boxes"], strict=True)
                for a, b in zip(box, back, strict=True))
+
+
+# --- every task: target → processor → score ---------------------------------------------------------------
+
+# Each task once, under its own name (synthetic:<name>), with the number a perfect answer scores by each metric.
+EVERY_TASK = sorted({task for task in TASK_NAMES.values()})
+PERFECT = {"cer": 0.0, "wer": 0.0, "region_cer": 0.0}
+
+
+def _shift_locations(text: str, by: int = 120) -> str:
+    return re.sub(r"<loc_(\d+)>", lambda m: f"<loc_{min(int(m.group(1)) + by, 999)}>", text)
+
+
+def _wrong(task: str, target: str) -> str:
+    """A known wrong answer: every location moved 120 bins (answers with locations), else half the text."""
+    if tasks.TASKS[task].answer in ("boxes", "polygons", "quads"):
+        return _shift_locations(target)
+    return target[: len(target) // 2]
+
+
+@pytest.mark.parametrize("task", EVERY_TASK)
+def test_every_task_parses_its_own_target_back_and_scores_it_perfect_and_a_wrong_answer_worse(task, tiny):
+    """The synthetic pages' targets in the checkpoints' format, read back by the processor's post-processing:
+    the target as a prediction scores perfectly by every metric of its task, a wrong one worse by the first."""
+    _, processor = tiny
+    name = next(n for n, t in TASK_NAMES.items() if t == task and n == t.strip("<>").lower())
+    dataset = data.load(f"synthetic:{name}", "validation", limit=6)
+    samples = [dataset.text_item(i) for i in range(len(dataset))]
+    assert samples and all(isinstance(s, Sample) for s in samples)
+    kind = tasks.TASKS[task].answer
+    for sample in samples:
+        parsed = tasks.parse_answer(processor, sample.target, task, tuple(sample.meta.get("image_size") or (384, 512)))
+        if kind in ("boxes", "polygons", "quads"):  # the processor finds every region the target holds
+            found = parsed[{"boxes": "boxes", "polygons": "polygons", "quads": "quads"}[kind]]
+            assert found and len(found) == len(parsed["labels"])
+        else:
+            assert parsed == tasks.answer_text(task, sample.target) and "<loc_" not in parsed
+    exact = records.summarise([records.score_record(s, s.target, processor) for s in samples])
+    names = task_metrics.defaults_for(task)
+    for metric in names:
+        assert exact[metric] == pytest.approx(PERFECT.get(metric, 1.0)), metric
+    wrong = records.summarise([records.score_record(s, _wrong(task, s.target), processor) for s in samples])
+    first = names[0]
+    if first in task_metrics.LOWER_IS_BETTER:
+        assert wrong[first] > exact[first]
+    else:
+        assert wrong[first] < exact[first] and wrong[first] < 1.0

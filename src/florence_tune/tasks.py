@@ -172,9 +172,14 @@ def point_tokens(points: Sequence[float], image_size: tuple[int, int]) -> str:
 def encode_polygons(labels: Sequence[str], objects: Sequence[Sequence[Sequence[float]]],
                     image_size: tuple[int, int]) -> str:
     """Target text of a segmentation answer: per object its label (empty for referring expressions and
-    regions, whose prompt names the object) and its polygons joined by ``<sep>``."""
-    return "".join(clean_label(label) + "<sep>".join(point_tokens(polygon, image_size) for polygon in polygons)
-                   for label, polygons in zip(labels, objects, strict=True))
+    regions, whose prompt names the object) and its polygons joined by ``<sep>``. Objects without a label
+    are joined by ``<sep>`` too: run together, the parser would read their points as one polygon."""
+    parts = []
+    for label, polygons in zip(labels, objects, strict=True):
+        label = clean_label(label)
+        joined = "<sep>".join(point_tokens(polygon, image_size) for polygon in polygons)
+        parts.append(("<sep>" if parts and not label else "") + label + joined)
+    return "".join(parts)
 
 
 def quad_of(box: Sequence[float]) -> list[float]:

@@ -8,8 +8,8 @@
     captions, open vocabulary    map, map_50         (pycocotools COCOeval "bbox": mAP@[.5:.95] and mAP@.5)
     <REGION_PROPOSAL>            recall_50           (COCOeval, class-agnostic recall at IoU 0.5)
     segmentation                 mask_map, mask_map_50, mean_iou           (COCOeval "segm"; union-mask IoU)
-    <OCR_WITH_REGION>            region_precision, region_recall, region_f1, region_cer  (lines at IoU 0.5)
-    <EXTRACTION>                 json_valid, field_precision, field_recall, field_f1, field_anls
+    <OCR_WITH_REGION>            region_f1, region_precision, region_recall, region_cer  (lines at IoU 0.5)
+    <EXTRACTION>                 field_f1, field_precision, field_recall, field_anls, json_valid
 
 ``florence-tune evaluate --metrics cer,wer`` (and ``train --metrics``) replaces the choice. By
 default each metric is computed over the records of the tasks that select it, so a mixed set does
@@ -33,8 +33,8 @@ from florence_tune.evaluation import metrics, region_metrics
 
 TEXT_DEFAULT = ("anls", "exact_match")
 SEGMENTATION = ("mask_map", "mask_map_50", "mean_iou")
-OCR_REGIONS = ("region_precision", "region_recall", "region_f1", "region_cer")
-EXTRACTION = ("json_valid", "field_precision", "field_recall", "field_f1", "field_anls")
+OCR_REGIONS = ("region_f1", "region_precision", "region_recall", "region_cer")
+EXTRACTION = ("field_f1", "field_precision", "field_recall", "field_anls", "json_valid")
 DEFAULTS: dict[str, tuple[str, ...]] = {
     tasks.VQA: TEXT_DEFAULT,
     tasks.OCR: ("cer", "wer"),

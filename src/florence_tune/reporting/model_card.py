@@ -14,7 +14,12 @@ from florence_tune.reporting.report import read_jsonl
 
 # How the card names the metrics summary.json holds (task_metrics.NAMES).
 LABELS = {"anls": "ANLS", "exact_match": "exact match", "cer": "CER", "wer": "WER", "bleu": "BLEU",
-          "map": "mAP@[.5:.95]", "map_50": "mAP@.5"}
+          "map": "mAP@[.5:.95]", "map_50": "mAP@.5", "recall_50": "recall@.5", "mask_map": "mask mAP@[.5:.95]",
+          "mask_map_50": "mask mAP@.5", "mean_iou": "mean IoU", "region_f1": "line F1@.5",
+          "region_precision": "line precision@.5", "region_recall": "line recall@.5",
+          "region_cer": "CER of matched lines", "field_f1": "field F1", "field_precision": "field precision",
+          "field_recall": "field recall", "field_anls": "field ANLS", "json_valid": "valid JSON",
+          "source_score": "each question by its source's metric"}
 
 
 def _fmt(value: Any) -> str:
@@ -120,6 +125,13 @@ def metric_lines(summary: dict[str, Any]) -> list[str]:
         return ["The run was not evaluated (no evaluation split)."]
     lines = ["| | before fine-tuning | after fine-tuning |", "|---|---|---|",
              *(f"| {label} | {_fmt(b)} | {_fmt(a)} |" for label, b, a in rows)]
+    sources_before, sources_after = summary.get("by_source_before") or {}, summary.get("by_source_after") or {}
+    if sources_after:
+        lines += ["", "| source | metric | questions | before fine-tuning | after fine-tuning |",
+                  "|---|---|---|---|---|",
+                  *(f"| {name} | {LABELS.get(v['metric'], v['metric'])} | {v['n']} | "
+                    f"{_fmt((sources_before.get(name) or {}).get('score'))} | {_fmt(v['score'])} |"
+                    for name, v in sources_after.items())]
     if summary.get("anls_blind_baseline") is not None:  # only question-answering runs have one
         lines += ["", "Image-blind baseline (the most frequent training answer per question type): "
                       f"ANLS {_fmt(summary['anls_blind_baseline'])}."]
