@@ -36,3 +36,22 @@ def task_metrics_label(metric: str) -> str:
     from florence_tune.reporting import model_card
 
     return model_card.LABELS.get(metric, metric)
+
+
+def test_predict_prints_each_kind_of_answer_as_evaluation_reads_it(tiny):
+    """Polygons, text-line quads and a region's words, in pixels of the page (bin centres), labels kept whole."""
+    from florence_tune import tasks
+    from florence_tune.commands import predict
+
+    _, processor = tiny
+    size = (200, 100)
+    polygon = [0, 0, 100, 0, 100, 50]
+    printed = predict.reading(processor, tasks.encode_polygons([""], [[polygon]], size),
+                              tasks.REGION_TO_SEGMENTATION, size)
+    assert list(printed) == ["polygons", "labels"] and len(printed["polygons"][0][0]) == 6
+    assert printed["polygons"][0][0] == [0.1, 0.05, 100.1, 0.05, 100.1, 50.05]
+    quads = predict.reading(processor, tasks.encode_lines(["café 12"], [tasks.quad_of([0, 0, 100, 50])], size),
+                            tasks.OCR_WITH_REGION, size)
+    assert quads["labels"] == ["café 12"] and len(quads["quad_boxes"][0]) == 8
+    words = tasks.region_text(tasks.REGION_TO_CATEGORY, "stamp", [0, 0, 100, 50], size)
+    assert predict.reading(processor, words, tasks.REGION_TO_CATEGORY, size) == "stamp"

@@ -138,3 +138,17 @@ def test_a_local_base_and_local_data_are_left_out_of_the_front_matter(detection_
     meta = front_matter(card(detection_run))
     assert "base_model" not in meta and "datasets" not in meta, "tiny and the synthetic set are not on the hub"
     assert meta["model-index"][0]["results"][0]["task"]["type"] == "object-detection"
+
+
+def test_the_card_gives_each_source_by_its_own_metric(tmp_path):
+    from florence_tune.reporting import model_card
+
+    summary = {"metrics_before": {"anls": 0.1, "source_score": 0.2},
+               "metrics_after": {"anls": 0.5, "source_score": 0.6},
+               "by_source_before": {"chartqa": {"metric": "relaxed_accuracy", "score": 0.25, "n": 8}},
+               "by_source_after": {"chartqa": {"metric": "relaxed_accuracy", "score": 0.75, "n": 8},
+                                   "ai2d": {"metric": "multiple_choice_accuracy", "score": 0.5, "n": 4}}}
+    text = "\n".join(model_card.metric_lines(summary))
+    assert metric_row(text, "each question by its source's metric")[1:] == ["0.2000", "0.6000"]
+    assert "| chartqa | relaxed_accuracy | 8 | 0.2500 | 0.7500 |" in text
+    assert "| ai2d | multiple_choice_accuracy | 4 | — | 0.5000 |" in text

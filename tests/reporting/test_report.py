@@ -137,3 +137,36 @@ def test_missing_values_show_as_a_dash(run_dir, tmp_path_factory):
     values = cells(report.write_comparison(run_dir, other, output=other / "cmp.html").read_text())
     assert "None" not in values and values[values.index("colour"): values.index("colour") + 4] == [
         "colour", "—", "1.0000", "—"]
+
+
+def test_worst_pages_are_ranked_by_their_own_tasks_metric_and_their_regions_drawn(tiny):
+    """A page of boxes ranks by its mAP@.5, a question by its source's metric; the thumbnail shows the predicted
+    polygon in red and the reference in green."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    from florence_tune import tasks
+    from florence_tune.data.sample import Sample
+    from florence_tune.evaluation import records as prediction_records
+
+    _, processor = tiny
+    size = (200, 100)
+    target = tasks.encode_objects(["stamp"], [[0, 0, 100, 50]], size)
+    boxes = Sample("od", None, "<OD>", target, [target], {"task": "<OD>", "image_size": list(size)})
+    right = prediction_records.score_record(boxes, target, processor)
+    wrong = prediction_records.score_record(boxes, tasks.encode_objects(["stamp"], [[100, 50, 200, 100]], size),
+                                            processor)
+    chart = Sample("c", None, "<VQA>q", "100", ["100"], {"metric": "relaxed_accuracy", "dataset": "chartqa"})
+    close = prediction_records.score_record(chart, "103", processor)  # relaxed-correct, though its ANLS is low
+    assert [r["question_id"] for r in report.worst([close, right, wrong], 1)] == ["od"]
+    assert report.worst([close, right, wrong], 3)[0] is wrong and close["anls"] < 1.0
+    polygon = tasks.encode_polygons([""], [[[0, 0, 100, 0, 100, 50, 0, 50]]], size)
+    mask = Sample("s", None, "<REGION_TO_SEGMENTATION><loc_0>", polygon, [polygon],
+                  {"task": "<REGION_TO_SEGMENTATION>", "image_size": list(size)})
+    drawn = report.thumbnail(Image.new("RGB", size, "white"), prediction_records.score_record(
+        mask, tasks.encode_polygons([""], [[[100, 50, 200, 50, 200, 100, 100, 100]]], size), processor))
+    pixels = Image.open(io.BytesIO(base64.b64decode(drawn.split(",", 1)[1]))).convert("RGB")
+    colours = {pixels.getpixel((x, y)) for x in range(pixels.width) for y in range(pixels.height)}
+    assert any(r > 150 and g < 90 for r, g, _ in colours) and any(g > 90 and r < 90 for r, g, _ in colours)

@@ -108,13 +108,20 @@ def read_named(image: str):
 
 
 def reading(processor, text: str, task: str | None, size: tuple[int, int]) -> Any:
-    """What one-image predict prints: the text, or a location task's result (boxes in pixels)."""
-    if task in tasks.BOX_TASKS:  # read as evaluation reads them: bin centres, labels outside ASCII kept
-        parsed = tasks.parse_boxes(processor, text, task, size)
-        return {"bboxes": parsed["boxes"], "labels": parsed["labels"]}
+    """What one-image predict prints: the text, or a location task's result in pixels, read as evaluation reads
+    it (``tasks.parse_answer``: bin centres, labels outside ASCII kept) — ``bboxes``, ``polygons`` or
+    ``quad_boxes`` with their ``labels``; a region task answered in words prints the words."""
     if task not in tasks.LOCATION_TASKS:
         return text
-    return processor.post_process_generation(text, task=task, image_size=size)[task]
+    parsed = tasks.parse_answer(processor, text, task, size)
+    if isinstance(parsed, str):
+        return parsed
+    key = next(k for k in ("boxes", "polygons", "quads") if k in parsed)
+    return {PRINTED[key]: parsed[key], "labels": parsed["labels"]}
+
+
+# The processor's names for what an answer locates, which predict prints.
+PRINTED = {"boxes": "bboxes", "polygons": "polygons", "quads": "quad_boxes"}
 
 
 def answer_fields(processor, text: str, task: str | None, size: tuple[int, int]) -> dict[str, Any]:
