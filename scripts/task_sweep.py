@@ -67,6 +67,10 @@ def sweep(name: str, steps: int, eval_samples: int, root: Path) -> dict:
             "kind": tasks.TASKS[task].answer}
 
 
+def _number(value) -> str:
+    return "—" if value is None else f"{value:.4f}"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", help="synthetic task names (default: every task)")
@@ -79,7 +83,7 @@ def main() -> int:
         for name in args.names or one_name_per_task():
             rows.append(sweep(name, args.steps, args.eval_samples, Path(folder)))
             row = rows[-1]
-            print(f"| {row['task']} | {row['metric']} | {row['before']:.4f} | {row['after']:.4f} | "
+            print(f"| {row['task']} | {row['metric']} | {_number(row['before'])} | {_number(row['after'])} | "
                   f"{'yes' if row['better'] else 'NO'} | {row['steps']} | {row['seconds']} |", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")

@@ -162,10 +162,10 @@ class TrainConfig(LoraFields, TaskSettings, DataSettings, GenerationSettings):
     load_best_model_at_end: bool = setting(False, "Put the weights of the checkpoint with the best "
                                                   "--metric-for-best-model into final/ (a checkpoint at every "
                                                   "evaluation; the best one is always kept).")
-    metric_for_best_model: str | None = setting(None, "Evaluation metric that picks the best checkpoint: anls, "
-                                                      "exact_match, cer, wer, bleu, map, map_50 or loss (default: the "
-                                                      "first metric of the evaluation's task); implies "
-                                                      "--load-best-model-at-end.")
+    metric_for_best_model: str | None = setting(None, "Evaluation metric that picks the best checkpoint: any "
+                                                      "name --metrics takes (anls, map, field_f1...), source_score "
+                                                      "or loss (default: the first metric of the evaluation's "
+                                                      "task); implies --load-best-model-at-end.")
     early_stopping_patience: int = setting(0, "Stop after this many evaluations in a row without a better "
                                               "--metric-for-best-model (0: never); implies "
                                               "--load-best-model-at-end.", minimum=0)
@@ -210,8 +210,9 @@ class TrainConfig(LoraFields, TaskSettings, DataSettings, GenerationSettings):
                                       free_on_resume=True)
     eval_before: bool = setting(True, "Evaluate once before training, for a before/after comparison.",
                                 free_on_resume=True)
-    metrics: str = setting("", "Comma-separated metrics to report (anls, exact_match, cer, wer, bleu, map, map_50); "
-                               "default: chosen by each sample's task.", free_on_resume=True)
+    metrics: str = setting("", "Comma-separated metrics to report (anls, exact_match, cer, wer, bleu, map, map_50, "
+                               "recall_50, mask_map, mean_iou, region_f1, field_f1...); default: chosen by each "
+                               "sample's task.", free_on_resume=True)
 
 
 @dataclass
@@ -231,8 +232,9 @@ class EvalConfig(TaskSettings, DataSettings, GenerationSettings, PrecisionSettin
     trust_remote_code: bool = setting(False, "Allow code from the model repository to run (off by default).")
     report: bool = setting(False, "Also write report.html (metrics per group, worst predictions) next to --output.")
     group_by: str = setting(None, "Metadata column to group the report by (default: question type).")
-    metrics: str = setting("", "Comma-separated metrics to report (anls, exact_match, cer, wer, bleu, map, map_50); "
-                               "default: chosen by each sample's task.")
+    metrics: str = setting("", "Comma-separated metrics to report (anls, exact_match, cer, wer, bleu, map, map_50, "
+                               "recall_50, mask_map, mean_iou, region_f1, field_f1...); default: chosen by each "
+                               "sample's task.")
 
 
 @dataclass

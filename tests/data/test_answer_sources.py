@@ -27,13 +27,16 @@ def test_json_lines_choose_their_metric_and_source_per_row(tmp_path):
     lines = [{"image": "p.png", "question": "How many?", "answers": ["2"] * 10, "metric": "vqa_accuracy",
               "source": "counting"},
              {"image": "p.png", "question": "What?", "answers": ["x"]},
-             {"image": "p.png", "question": "Which?", "answers": ["B"], "metric": "multiple_choise"}]
+             {"image": "p.png", "question": "Which?", "answers": ["B"], "metric": "multiple_choise"},
+             {"image": "p.png", "prefix": "<VQA>What is the 2019 value?", "suffix": "41.2",
+              "metric": "relaxed_accuracy", "source": "charts"}]
     (tmp_path / "q.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     dataset = data.load(str(tmp_path / "q.jsonl"), "train", holdout_rows=0)
-    found = [dataset.text_item(i) for i in range(3)]
+    found = [dataset.text_item(i) for i in range(4)]
     assert (found[0].meta["metric"], found[0].meta["dataset"]) == ("vqa_accuracy", "counting")
     assert (found[1].meta["metric"], found[1].meta["dataset"]) == ("anls", str(tmp_path / "q.jsonl"))
     assert found[2] == Skipped("unknown_metric")
+    assert (found[3].meta["metric"], found[3].meta["dataset"]) == ("relaxed_accuracy", "charts")  # maestro-style
 
 
 def test_every_metric_a_source_can_name_is_one_evaluation_computes():

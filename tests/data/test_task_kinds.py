@@ -142,3 +142,58 @@ def test_every_synthetic_task_loads_and_extraction_answers_are_long(tiny):
     assert lengths[len(lengths) // 2] > 64  # answers past the default --max-new-tokens are the norm
     assert all(json.loads(s.target)["document_type"] in ("invoice", "receipt", "form", "table")
                for s in items("synthetic:extraction", "validation", limit=8))
+
+
+def test_rows_that_once_raised_are_samples_or_counted(tmp_path):
+    """Found in review: each of these raised from deep inside the adapter and would have stopped a run."""
+    from florence_tune.data.adapters.tasks import Adapter
+
+    name = page(tmp_path)
+    adapter = Adapter(root=str(tmp_path))
+
+    def drafts(**row):
+        return adapter.drafts({"image": str(tmp_path / name), **row})
+
+    assert drafts(task="<VQA>", text="hi") == [Skipped("no_question")]  # a question row among task rows
+    ocr = drafts(task="<REGION_TO_OCR>", texts=["a", "b"], boxes=[[0, 0, 10, 10], []])
+    assert isinstance(ocr[0], Sample) and ocr[1] == Skipped("bad_line")
+    flat = drafts(task="<REGION_TO_SEGMENTATION>", polygons=[[10, 10, 50, 10, 50, 50]])  # one flat polygon
+    assert flat[0].target == tasks.point_tokens([10, 10, 50, 10, 50, 50], (200, 100))
+    assert drafts(task="<CAPTION_TO_PHRASE_GROUNDING>", text="cat<loc_1><loc_2><loc_300><loc_400>") == [
+        Skipped("no_caption")]  # the answer was written, but no caption to ask with: never the answer as prompt
+    written = drafts(task="<REGION_TO_CATEGORY>", region=[0, 0, 50, 50], text="car<loc_0><loc_0><loc_249><loc_499>")
+    assert written[0].target == "car<loc_0><loc_0><loc_250><loc_500>"  # the region echoed once, not mangled
+    vocabulary = drafts(task="<OPEN_VOCABULARY_DETECTION>", phrase="a stamp", boxes=[[0, 0, 10, 10]])
+    assert vocabulary[0].target == "a stamp<loc_0><loc_0><loc_50><loc_100>"  # the phrase names its boxes
+    same = drafts(task="<REFERRING_EXPRESSION_SEGMENTATION>", labels=["cat", "cat", "dog"],
+                  polygons=[[0, 0, 9, 0, 9, 9], [20, 0, 29, 0, 29, 9], [40, 0, 49, 0, 49, 9]])
+    assert [s.prompt for s in same] == [f"{tasks.REFERRING_SEGMENTATION}cat", f"{tasks.REFERRING_SEGMENTATION}dog"]
+    assert same[0].target.count("<sep>") == 1  # both cats are the answer to one expression
+    noted = drafts(task="<REGION_TO_CATEGORY>", boxes=[[0, 0, 10, 10]], labels=["x"], notes=["crowd_left_out"])
+    assert noted[0].meta[ALTERED] == ["crowd_left_out"]
+
+
+def test_a_row_gives_exactly_as_many_items_as_it_counts(tmp_path):
+    """Map-style datasets address a row's samples by ``count``: it must equal ``len(drafts)`` for any row."""
+    import random
+
+    from florence_tune.data.adapters.tasks import TASK_NAMES, Adapter
+
+    name = page(tmp_path)
+    rng = random.Random(0)
+    box = lambda: rng.choice([[0, 0, 50, 50], [10, 10, 5, 5], [], None, [0, 0, 300, 300], [1, 2, 3]])  # noqa: E731
+    polygon = lambda: rng.choice([[0, 0, 50, 0, 50, 50], [0, 0, 1], [[0, 0, 9, 0, 9, 9]], None, []])  # noqa: E731
+    words = lambda: rng.choice(["cat", "", "dog", None, "cat<loc_1><loc_2><loc_3><loc_4>"])  # noqa: E731
+    for _ in range(600):
+        n = rng.randint(0, 3)
+        row = {"image": rng.choice([str(tmp_path / name), str(tmp_path / "missing.png")]),
+               "task": rng.choice([*TASK_NAMES.values(), None, "<VQA>", "<NOPE>"]),
+               "boxes": [box() for _ in range(rng.choice([n, n + 1]))], "labels": [words() for _ in range(n)],
+               "descriptions": rng.choice([None, [words() for _ in range(n)]]),
+               "polygons": rng.choice([None, [polygon() for _ in range(n)]]),
+               "texts": rng.choice([None, [words() for _ in range(n)]]), "quad_boxes": None,
+               "region": rng.choice([None, [0, 0, 20, 20], [5, 5, 1, 1]]), "phrase": rng.choice([None, "cat"]),
+               "caption": rng.choice([None, "a cat"]), "text": words(), "fields": None, "notes": None,
+               "error": rng.choice([None] * 9 + ["bad_box"]), "width": rng.choice([None, 200, 300]), "height": 100}
+        adapter = Adapter(default_task=rng.choice(list(TASK_NAMES.values())), root=str(tmp_path))
+        assert adapter.count(row) == len(adapter.drafts(row)), row

@@ -41,9 +41,18 @@ def test_records_of_other_tasks_have_no_source_score():
 def test_answers_cut_by_the_token_limit_are_counted():
     import torch
 
-    config = type("Config", (), {"max_new_tokens": 4, "eos_token_id": 2, "pad_token_id": 1})()
+    config = type("Config", (), {"max_new_tokens": 4, "min_new_tokens": None, "eos_token_id": 2, "pad_token_id": 1})()
     output = torch.tensor([[2, 0, 5, 6, 2],   # ran to the limit: the forced end token is the last one
                            [2, 0, 5, 2, 1],   # ended, then padding
                            [2, 0, 2, 1, 1]])  # ended at once
     assert generation.cut_answers(output, config) == 1
     assert generation.cut_answers(output[:, :4], config) == 0  # shorter than the limit: nothing was cut
+    config.min_new_tokens = 4  # the benchmark makes every answer that long on purpose
+    assert generation.cut_answers(output, config) == 0
+
+
+def test_a_region_tasks_record_keeps_its_prompt_box_for_the_report():
+    sample = Sample("r", None, "<REGION_TO_CATEGORY><loc_0><loc_0><loc_9><loc_9>", "stamp<loc_0><loc_0><loc_9><loc_9>",
+                    ["stamp<loc_0><loc_0><loc_9><loc_9>"], {"task": "<REGION_TO_CATEGORY>", "region": [0, 0, 2, 1]})
+    record = records.score_record(sample, "stamp<loc_0><loc_0><loc_9><loc_9>")
+    assert record["region"] == [0, 0, 2, 1] and record["prediction"] == "stamp" and record["exact_match"] == 1.0

@@ -15,6 +15,7 @@ from florence_tune.commands import options
 from florence_tune.config import EvalConfig, check_bounds
 from florence_tune.errors import UsageError
 from florence_tune.evaluation import records, task_metrics
+from florence_tune.evaluation.generation import CUT_ANSWERS
 from florence_tune.evaluation.loop import predict_dataset
 from florence_tune.model import loading
 from florence_tune.reporting.report import check_column, write_evaluation_report
@@ -35,7 +36,8 @@ def run(config: EvalConfig) -> dict[str, Any]:
                                      decoding=options.decoding(config), num_workers=config.num_workers)
     summary = (records.unscored(found, config.dataset, config.split) if dataset.predict_only
                else records.summarise(found, metric_names))
-    summary.update({"skipped": dict(skipped), "predictions": str(config.output)})
+    cut = skipped.pop(CUT_ANSWERS, 0)
+    summary.update({"skipped": dict(skipped), CUT_ANSWERS: cut, "predictions": str(config.output)})
     if distributed.is_main():
         data.warn_if_mostly_unusable(skipped, len(found), f"split '{config.split}' of '{config.dataset}'")
     if distributed.is_main():

@@ -2,7 +2,7 @@
 
 Spec forms (data/spec.py): ``synthetic``, ``docvqa``, ``cauldron[:config,...]``, ``docmatix``, a hub
 id, a local path (JSONL + images, parquet, save_to_disk — data/adapters/local.py), task data
-(``synthetic:detection``, COCO JSON, JSON lines with boxes — data/adapters/tasks.py), or a mixture such
+(``synthetic:<task>``, COCO JSON, JSON lines with boxes, polygons, lines — data/adapters/tasks.py), or a mixture such
 as ``docvqa=0.7,cauldron:chartqa=0.3``.
 
 ``load`` returns a map-style ``SampleDataset`` (``len`` + ``dataset[i]``) for sources read from

@@ -85,8 +85,8 @@ def cut_answers(output: torch.Tensor, config) -> int:
     """How many generated sequences were stopped by ``max_new_tokens`` rather than ending: ``max_new_tokens``
     long with no end token before the last one (which ``forced_eos_token_id`` puts there either way)."""
     body = output[:, 1:]  # after the decoder's start token
-    if body.shape[1] < config.max_new_tokens:
-        return 0
+    if body.shape[1] < config.max_new_tokens or (config.min_new_tokens or 0) >= config.max_new_tokens:
+        return 0  # shorter than the limit, or made that long on purpose (the benchmark fixes answer lengths)
     ended_early = (body[:, :-1] == config.eos_token_id).any(dim=1)
     padded = body[:, -1] == config.pad_token_id
     return int((~ended_early & ~padded).sum())

@@ -155,6 +155,8 @@ def record_fields(sample, prediction: str, processor=None) -> dict[str, Any]:
     centres, and a prediction equal to its training target scores 1.0 at any size."""
     task = tasks.task_of(sample.meta, sample.prompt)
     fields: dict[str, Any] = {"task": task}
+    if sample.meta.get("region") is not None:  # a region task's prompt box, which the report draws
+        fields["region"] = list(sample.meta["region"])
     kind = tasks.TASKS.get(task, tasks.TASKS[tasks.VQA]).answer
     if kind == "region_text":
         return {**fields, "generated": prediction, "prediction": tasks.answer_text(task, prediction),

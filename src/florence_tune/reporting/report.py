@@ -158,7 +158,7 @@ def thumbnail(image, regions: dict[str, list] | None = None) -> str:
     if regions:
         draw = ImageDraw.Draw(page)
         width = max(2, page.width // 200)
-        region = (regions.get("meta") or {}).get("region")
+        region = regions.get("region")
         if isinstance(region, list) and len(region) == 4:
             draw.rectangle(region, outline="#1565c0", width=width)
         for colour, side in (("#2e7d32", "reference"), ("#c62828", "predicted")):

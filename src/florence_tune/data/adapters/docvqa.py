@@ -53,16 +53,12 @@ def to_sample(row: dict, image, task_prompt: str, *, require_answer: bool = True
     answers = valid_answers(row["answers"] if row.get("answers") is not None else row.get("answer"))
     if require_answer and not answers:
         raise BadSample("no_answer")
-    metric = row.get("metric") or "anls"
-    if metric not in tasks.ANSWER_METRICS:
-        raise BadSample("unknown_metric")
     question_types = row.get("question_types") or []
     meta = {
         "question": question,
         "question_type": "/".join(question_types) if question_types else "unknown",
         "doc_id": row.get("docId"),
-        "dataset": row.get("source") or name,
-        "metric": metric,
+        **judged(row, name),
     }
     return Sample(
         id=str(row.get("questionId") if row.get("questionId") is not None else row.get("id", "")),
@@ -72,6 +68,15 @@ def to_sample(row: dict, image, task_prompt: str, *, require_answer: bool = True
         references=answers,
         meta=meta,
     )
+
+
+def judged(row: dict, name: str) -> dict[str, str]:
+    """How a question's answer is judged: ``metric`` (the row's own, tasks.ANSWER_METRICS, else ANLS) and the
+    ``dataset`` its scores are reported under (the row's ``source``, else the dataset's name)."""
+    metric = row.get("metric") or "anls"
+    if metric not in tasks.ANSWER_METRICS:
+        raise BadSample("unknown_metric")
+    return {"dataset": row.get("source") or name, "metric": metric}
 
 
 @dataclass(frozen=True)

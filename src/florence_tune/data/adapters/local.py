@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from florence_tune.data.adapters import docvqa, tasks
-from florence_tune.data.rows import Item, as_text, inside, json_lines
+from florence_tune.data.rows import BadSample, Item, as_text, inside, json_lines
 from florence_tune.data.sample import Sample, Skipped
 from florence_tune.errors import UsageError
 
@@ -294,6 +294,11 @@ class Adapter(docvqa.Adapter):
             return [Skipped("no_answer")]
         # maestro's prefix already starts with its task token (<VQA>, <OD>...); a bare one gets ours
         prompt = prompt if prompt.startswith("<") else self.task_prompt + prompt
-        meta = {"question": prompt, "question_type": prompt.split(">", 1)[0] + ">" if ">" in prompt else "unknown"}
+        try:
+            judging = docvqa.judged(row, self.name)
+        except BadSample as exc:
+            return [Skipped(exc.reason)]
+        meta = {"question": prompt, "question_type": prompt.split(">", 1)[0] + ">" if ">" in prompt else "unknown",
+                **judging}
         return [Sample(id=str(row.get("id") or ""), image=None, prompt=prompt, target=target,
                        references=[target] if target else [], meta=meta)]

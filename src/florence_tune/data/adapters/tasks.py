@@ -81,7 +81,7 @@ TEXT_COLUMNS = {
     tasks.DETAILED_CAPTION: ("detailed_caption", "caption", "text"),
     tasks.MORE_DETAILED_CAPTION: ("more_detailed_caption", "detailed_caption", "caption", "text"),
     tasks.EXTRACTION: ("fields", "text"),
-    tasks.GROUNDING: ("detailed_caption", "caption", "text"),  # the synthetic pages name regions there
+    tasks.GROUNDING: ("detailed_caption", "caption"),  # the synthetic pages name their regions there
     tasks.OPEN_VOCABULARY_DETECTION: ("phrase",),
     tasks.REFERRING_SEGMENTATION: ("phrase",),
 }
@@ -132,7 +132,11 @@ class Adapter:
         return max(1, len(parts)) if parts is not None else 1
 
     def samples_per_row(self, rows) -> np.ndarray | None:
-        """``count`` of every row of an Arrow-formatted table, or None when each row is one sample."""
+        """``count`` of every row of an Arrow-formatted table, or None when each row is one sample (read from
+        the ``task`` column alone when no row's task can give several)."""
+        named = set(rows.unique("task")) if "task" in rows.column_names else {None}
+        if not {name or self.default_task for name in named} & SPLITTING_TASKS:
+            return None
         columns = [c for c in rows.column_names if c not in self.image_columns]
         counts = np.array([self.count(row) for batch in rows.select_columns(columns).iter(batch_size=1024)
                            for row in batch.to_pylist()], dtype=np.int64)
@@ -148,7 +152,8 @@ class Adapter:
             return [Skipped(f"image_{exc.reason}")] * count
         except BadSample as exc:
             return [Skipped(exc.reason)] * count
-        return [fit_locations(item) if isinstance(item, Sample) else item for item in items]
+        notes = [str(note) for note in row.get("notes") or []]  # what the file's reader left out (crowds)
+        return [fit_locations(_noted(item, notes)) if isinstance(item, Sample) else item for item in items]
 
     def image(self, row: dict[str, Any], draft: int | None = None):
         return single_image(row, draft, self.root)
@@ -163,9 +168,9 @@ class Adapter:
                 return list(row.get("polygons") or [])
             return list(row.get("texts") or []) if task == tasks.REGION_TO_OCR else list(row.get("boxes") or [])
         if task == tasks.OPEN_VOCABULARY_DETECTION and not _text_of(row, task):
-            return list(dict.fromkeys(c for c in (tasks.clean_label(label) for label in row.get("labels") or []) if c))
+            return _distinct(row.get("labels") or [])
         if task == tasks.REFERRING_SEGMENTATION and not _text_of(row, task):
-            return list(row.get("polygons") or [])
+            return _distinct(next((row[c] for c in LABEL_COLUMNS[task] if row.get(c)), []))
         return None
 
     def _drafts(self, row: dict[str, Any]) -> list[Item]:
@@ -173,6 +178,8 @@ class Adapter:
         if task not in tasks.TASKS:
             raise BadSample("unknown_task")
         spec = tasks.TASKS[task]
+        if spec.prompt == "question":
+            raise BadSample("no_question")  # a question row among task rows: it has no question to ask
         declared = _declared_size(row)
         if declared and declared != self._size(row):  # checked per row: rows may share a page
             raise BadSample("image_size_mismatch")  # its boxes were drawn on an image of another size
@@ -184,6 +191,8 @@ class Adapter:
         size = declared or self._size(row)
         if _written(row) and spec.prompt != "region":  # the answer as Florence-2 writes it, by the user
             phrase = _text_of(row, task) if spec.prompt == "text" else ""
+            if spec.prompt == "text" and not phrase:
+                raise BadSample("no_caption")
             return [self._sample(row, task, tasks.prompt_for(task, phrase), row["text"].strip(),
                                  {"image_size": list(size)})]
         if self._parts(row, task) is not None:
@@ -191,9 +200,7 @@ class Adapter:
             if not items:
                 raise BadSample("no_regions" if spec.prompt == "region" else EMPTY_REASONS[spec.answer])
             return items
-        sample = ONE_SAMPLE[spec.answer if spec.prompt != "region" else "region"](self, row, task, size)
-        notes = [str(note) for note in row.get("notes") or []]  # what the file's reader left out (crowds)
-        return [dataclasses.replace(sample, meta={**sample.meta, ALTERED: [*sample.meta.get(ALTERED, ()), *notes]})]
+        return [ONE_SAMPLE[spec.answer if spec.prompt != "region" else "region"](self, row, task, size)]
 
     def _size(self, row: dict[str, Any]) -> tuple[int, int]:
         """The page's size from its header only: nothing decoded."""
@@ -211,13 +218,14 @@ class Adapter:
     # --- rows that are one sample, by answer kind (tasks.Task.answer) ---
 
     def _boxes(self, row: dict[str, Any], task: str, size: tuple[int, int]) -> Sample:
-        labelled = task != tasks.REGION_PROPOSAL  # proposals are boxes alone
-        labels, boxes = _objects(row, size, LABEL_COLUMNS.get(task, ("labels",)), labelled=labelled)
-        if not boxes:
-            raise BadSample("no_boxes")
         phrase = _text_of(row, task) if tasks.TASKS[task].prompt == "text" else ""
         if tasks.TASKS[task].prompt == "text" and not phrase:
             raise BadSample("no_caption")
+        # proposals are boxes alone; an open-vocabulary row's boxes are all the phrase's (labels not read)
+        labelled = task not in (tasks.REGION_PROPOSAL, tasks.OPEN_VOCABULARY_DETECTION)
+        labels, boxes = _objects(row, size, LABEL_COLUMNS.get(task, ("labels",)), labelled=labelled)
+        if not boxes:
+            raise BadSample("no_boxes")
         if task == tasks.OPEN_VOCABULARY_DETECTION:
             labels = [phrase] * len(boxes)  # the checkpoints name each box by the phrase asked for
         return self._sample(row, task, tasks.prompt_for(task, phrase), tasks.encode_objects(labels, boxes, size),
@@ -250,7 +258,9 @@ class Adapter:
                 raise BadSample("no_polygons")
             return self._region_sample(row, task, size, region, sum(objects, []), None,
                                        [POLYGON_LEFT_OUT] * left_out)
-        label = tasks.clean_label(_text_of(row, task) or next(iter(row.get("labels") or []), ""))
+        # the words alone: a row that spelt the answer with its box (as the checkpoints write it) loses the box
+        label = tasks.clean_label(tasks.answer_text(task, _text_of(row, task) or
+                                                    str(next(iter(row.get("labels") or []), ""))))
         if not label:
             raise BadSample("no_answer")
         return self._region_sample(row, task, size, region, label, None)
@@ -273,30 +283,20 @@ class Adapter:
                                                       size), {"image_size": list(size)}, number)
                     if name in labels else Skipped("no_boxes")
                     for number, name in enumerate(self._parts(row, task))]
+        if task == tasks.REFERRING_SEGMENTATION:  # one sample per name, every object of that name its answer
+            names, objects, _ = _polygon_objects(row, size, LABEL_COLUMNS[task])
+            return [self._sample(row, task, tasks.prompt_for(task, name),
+                                 tasks.encode_polygons([""] * names.count(name),
+                                                       [o for n, o in zip(names, objects, strict=True) if n == name],
+                                                       size), {"image_size": list(size)}, number)
+                    if name in names else Skipped(POLYGON_LEFT_OUT)
+                    for number, name in enumerate(self._parts(row, task))]
         if spec.answer == "polygons":
-            columns = LABEL_COLUMNS.get(task, ("labels",))
-            objects = list(row.get("polygons") or [])
-            names = next((list(row[c]) for c in columns if row.get(c)), [""] * len(objects))
-            if len(names) != len(objects):
-                raise BadSample("polygons_labels_mismatch")
-            items: list[Item] = []
-            for number, (name, polygons) in enumerate(zip(names, objects, strict=True)):
-                kept = _clean_polygons(polygons, size)
-                name = tasks.clean_label(name)
-                if not kept:
-                    items.append(Skipped(POLYGON_LEFT_OUT))
-                elif task == tasks.REFERRING_SEGMENTATION and not name:
-                    items.append(Skipped("no_phrase"))
-                elif task == tasks.REFERRING_SEGMENTATION:
-                    items.append(self._sample(row, task, tasks.prompt_for(task, name),
-                                              tasks.encode_polygons([""], [kept], size), {"image_size": list(size)},
-                                              number))
-                else:
-                    items.append(self._region_sample(row, task, size, _bounds(kept), kept, number))
-            return items
+            return [self._region_sample(row, task, size, _bounds(kept), kept, number)
+                    if (kept := _clean_polygons(polygons, size)) else Skipped(POLYGON_LEFT_OUT)
+                    for number, polygons in enumerate(row.get("polygons") or [])]
         if task == tasks.REGION_TO_OCR:
-            texts = list(row.get("texts") or [])
-            quads = [list(q) for q in row.get("quad_boxes") or []] or [tasks.quad_of(b) for b in row.get("boxes") or []]
+            texts, quads = list(row.get("texts") or []), _quads_of(row)
             if len(texts) != len(quads):
                 raise BadSample("texts_quads_mismatch")
             return [self._region_sample(row, task, size, _bounds([quad]), text, number)
@@ -312,6 +312,8 @@ class Adapter:
                 for number, (name, raw) in enumerate(zip(names, boxes, strict=True))]
 
 
+# Tasks whose row may give several samples (``Adapter._parts``).
+SPLITTING_TASKS = tasks.REGION_TASKS | {tasks.OPEN_VOCABULARY_DETECTION, tasks.REFERRING_SEGMENTATION}
 ONE_SAMPLE = {"boxes": Adapter._boxes, "polygons": Adapter._polygons, "quads": Adapter._quads,
               "region": Adapter._region}
 EMPTY_REASONS = {"boxes": "no_boxes", "polygons": "no_polygons", "quads": "no_lines"}
@@ -373,21 +375,39 @@ def _polygon_objects(row: dict[str, Any], size: tuple[int, int], label_columns: 
 
 
 def _clean_polygons(polygons: Any, size: tuple[int, int]) -> list[list[float]]:
-    """An object's polygons with vertices clamped to the image; one of fewer than three vertices is dropped."""
+    """An object's polygons (a list of flat ``x, y, ...`` lists, or one such list) with vertices clamped to the
+    image; one of fewer than three vertices, or not made of numbers, is dropped."""
     width, height = size
+    if isinstance(polygons, list) and polygons and all(isinstance(v, int | float) for v in polygons):
+        polygons = [polygons]  # one polygon for the object
     kept = []
-    for polygon in polygons or []:
-        points = [float(v) for v in polygon or []]
+    for polygon in polygons if isinstance(polygons, list) else []:
+        try:
+            points = [float(v) for v in polygon or []]
+        except (TypeError, ValueError):
+            continue
         if len(points) % 2 or len(points) < 6 or not all(math.isfinite(v) for v in points):
             continue
         kept.append([min(max(v, 0.0), width if i % 2 == 0 else height) for i, v in enumerate(points)])
     return kept
 
 
+def _quads_of(row: dict[str, Any]) -> list[Any]:
+    """The row's line quads as given: ``quad_boxes``, or its ``boxes`` as quads (a box that is not four numbers
+    stays as it is, for ``_clean_quad`` to refuse)."""
+    if row.get("quad_boxes"):
+        return list(row["quad_boxes"])
+    return [tasks.quad_of(box) if isinstance(box, list | tuple) and len(box) == 4 else box
+            for box in row.get("boxes") or []]
+
+
 def _clean_quad(quad: Any, size: tuple[int, int]) -> list[float] | None:
     """A line's quad as eight floats clamped to the image, or None when it is not eight finite numbers."""
     width, height = size
-    points = [float(v) for v in quad or []]
+    try:
+        points = [float(v) for v in quad or []]
+    except (TypeError, ValueError):
+        return None
     if len(points) != 8 or not all(math.isfinite(v) for v in points):
         return None
     return [min(max(v, 0.0), width if i % 2 == 0 else height) for i, v in enumerate(points)]
@@ -395,13 +415,24 @@ def _clean_quad(quad: Any, size: tuple[int, int]) -> list[float] | None:
 
 def _lines(row: dict[str, Any], size: tuple[int, int]) -> tuple[list[str], list[list[float]]]:
     """Each text line and its quad (from ``quad_boxes``, or ``boxes`` made quads), points clamped to the image."""
-    texts = list(row.get("texts") or [])
-    quads = [list(q) for q in row.get("quad_boxes") or []] or [tasks.quad_of(b) for b in row.get("boxes") or []]
+    texts, quads = list(row.get("texts") or []), _quads_of(row)
     if len(texts) != len(quads):
         raise BadSample("texts_quads_mismatch")
     found = [(tasks.clean_label(text), _clean_quad(quad, size)) for text, quad in zip(texts, quads, strict=True)]
     found = [(text, quad) for text, quad in found if text and quad]
     return [text for text, _ in found], [quad for _, quad in found]
+
+
+def _distinct(names: list[Any]) -> list[str]:
+    """Each name once, cleaned, in order; empty ones left out."""
+    return list(dict.fromkeys(c for c in (tasks.clean_label(name) for name in names if name is not None) if c))
+
+
+def _noted(sample: Sample, notes: list[str]) -> Sample:
+    """The sample with the row's notes (annotations its reader left out) among its alterations."""
+    if not notes:
+        return sample
+    return dataclasses.replace(sample, meta={**sample.meta, ALTERED: [*sample.meta.get(ALTERED, ()), *notes]})
 
 
 def _written(row: dict[str, Any]) -> bool:
