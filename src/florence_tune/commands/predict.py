@@ -125,11 +125,11 @@ PRINTED = {"boxes": "bboxes", "polygons": "polygons", "quads": "quad_boxes"}
 
 
 def answer_fields(processor, text: str, task: str | None, size: tuple[int, int]) -> dict[str, Any]:
-    """The answer's part of a JSON line: ``boxes`` and ``labels`` for box tasks, else ``answer`` (the text, or the
-    processor's result of another location task)."""
+    """The answer's part of a JSON line: what it locates (``boxes``, ``polygons`` or ``quad_boxes``) and its
+    ``labels``, else ``answer`` (the text)."""
     result = reading(processor, text, task, size)
-    if task in tasks.BOX_TASKS:
-        return {"boxes": result["bboxes"], "labels": result["labels"]}
+    if isinstance(result, dict):
+        return {"boxes" if key == "bboxes" else key: value for key, value in result.items()}
     return {"answer": result}
 
 

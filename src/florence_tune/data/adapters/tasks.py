@@ -414,12 +414,14 @@ def _clean_quad(quad: Any, size: tuple[int, int]) -> list[float] | None:
 
 
 def _lines(row: dict[str, Any], size: tuple[int, int]) -> tuple[list[str], list[list[float]]]:
-    """Each text line and its quad (from ``quad_boxes``, or ``boxes`` made quads), points clamped to the image."""
+    """Each text line and its quad (from ``quad_boxes``, or ``boxes`` made quads), points clamped to the image,
+    in reading order (top to bottom, then left to right), as objects are."""
     texts, quads = list(row.get("texts") or []), _quads_of(row)
     if len(texts) != len(quads):
         raise BadSample("texts_quads_mismatch")
     found = [(tasks.clean_label(text), _clean_quad(quad, size)) for text, quad in zip(texts, quads, strict=True)]
-    found = [(text, quad) for text, quad in found if text and quad]
+    found = sorted(((text, quad) for text, quad in found if text and quad),
+                   key=lambda line: (min(line[1][1::2]), min(line[1][0::2])))
     return [text for text, _ in found], [quad for _, quad in found]
 
 
