@@ -77,7 +77,7 @@ def test_round_trip_through_tokens_and_post_processing(tiny, size):
     assert processor.tokenizer.unk_token_id not in ids, "every location token must be in the vocabulary"
     raw = processor.batch_decode([[processor.tokenizer.eos_token_id, *ids, processor.tokenizer.pad_token_id]],
                                  skip_special_tokens=False)[0]
-    parsed = tasks.parse_boxes(processor, tasks.strip_markers(raw), tasks.OD, size)
+    parsed = tasks.parse_answer(processor, tasks.strip_markers(raw), tasks.OD, size)
     assert parsed["labels"] == labels
     # Each coordinate comes back at the centre of its bin: within half a bin of where it was.
     tolerance = [width / 1000 / 2, height / 1000 / 2] * 2
@@ -93,9 +93,9 @@ def test_labels_keep_every_character_through_tokens_and_post_processing(tiny, ta
     target = tasks.encode_objects(labels, [[10, 10, 50, 40]] * len(labels), (384, 512))
     ids = processor.tokenizer("<s>" + target + "</s>", add_special_tokens=False)["input_ids"]
     raw = processor.batch_decode([ids], skip_special_tokens=False)[0]
-    assert tasks.parse_boxes(processor, tasks.strip_markers(raw), task, (384, 512))["labels"] == labels
+    assert tasks.parse_answer(processor, tasks.strip_markers(raw), task, (384, 512))["labels"] == labels
     spaced = "\u00a0café\u3000<loc_1><loc_2><loc_3><loc_4>"  # the processor strips Unicode spaces, we keep that
-    assert tasks.parse_boxes(processor, spaced, task, (384, 512))["labels"] == ["café"]
+    assert tasks.parse_answer(processor, spaced, task, (384, 512))["labels"] == ["café"]
 
 
 def test_edges_land_in_the_first_and_last_bin():
@@ -125,7 +125,7 @@ def test_grounding_answers_parse_per_phrase(tiny):
     _, processor = tiny
     boxes = [[10, 20, 110, 80], [200, 40, 380, 500]]
     target = tasks.encode_objects(["a red stamp", "the total"], boxes, (384, 512))
-    parsed = tasks.parse_boxes(processor, target, tasks.GROUNDING, (384, 512))
+    parsed = tasks.parse_answer(processor, target, tasks.GROUNDING, (384, 512))
     assert parsed["labels"] == ["a red stamp", "the total"]
     assert all(abs(a - b) <= 512 / 1000 / 2 for box, back in zip(boxes, parsed["boxes"], strict=True)
                for a, b in zip(box, back, strict=True))

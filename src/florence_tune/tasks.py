@@ -92,7 +92,7 @@ ANSWER_METRICS = ("anls", "exact_match", "relaxed_accuracy", "vqa_accuracy", "mu
 
 BINS = 1000
 _GENERATION_MARKERS = ("<s>", "</s>", "<pad>")
-# What parse_boxes escapes (a character outside ASCII, and the backslash that starts an escape) and the
+# What parse_answer escapes (a character outside ASCII, and the backslash that starts an escape) and the
 # escape itself: a backslash and the code point in six hex digits.
 _UNSAFE = re.compile(r"[^\x00-\x7f]|\\")
 _ESCAPED = re.compile(r"\\([0-9a-f]{6})")
@@ -264,8 +264,3 @@ def parse_answer(processor, text: str, task: str, image_size: tuple[int, int]) -
     labels = parsed.get("labels", parsed.get("bboxes_labels", []))
     found["labels"] = [_ESCAPED.sub(lambda match: chr(int(match.group(1), 16)), str(label)).strip() for label in labels]
     return found
-
-
-def parse_boxes(processor, text: str, task: str, image_size: tuple[int, int]) -> dict[str, list]:
-    """``{"boxes": [[x1, y1, x2, y2], ...], "labels": [...]}`` of a box task's answer (``parse_answer``)."""
-    return parse_answer(processor, text, task, image_size)
