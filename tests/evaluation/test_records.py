@@ -56,3 +56,14 @@ def test_a_region_tasks_record_keeps_its_prompt_box_for_the_report():
                     ["stamp<loc_0><loc_0><loc_9><loc_9>"], {"task": "<REGION_TO_CATEGORY>", "region": [0, 0, 2, 1]})
     record = records.score_record(sample, "stamp<loc_0><loc_0><loc_9><loc_9>")
     assert record["region"] == [0, 0, 2, 1] and record["prediction"] == "stamp" and record["exact_match"] == 1.0
+
+
+def test_a_mixture_of_tasks_reports_each_task_apart_from_the_pooled_numbers():
+    found = [records.score_record(question("q1", ["yes"]), "yes"), records.score_record(question("q2", ["no"]), "x"),
+             records.score_record(Sample("c", None, "<REGION_TO_CATEGORY><loc_0>", "stamp", ["stamp"],
+                                         {"task": "<REGION_TO_CATEGORY>"}), "stamp")]
+    summary = records.summarise(found)
+    assert summary["exact_match"] == pytest.approx(2 / 3)  # pooled over both tasks that choose it
+    assert summary["by_task"]["<VQA>"]["exact_match"] == 0.5 and summary["by_task"]["<VQA>"]["n"] == 2
+    assert summary["by_task"]["<REGION_TO_CATEGORY>"] == {"exact_match": 1.0, "n": 1}
+    assert "by_task" not in records.summarise(found[:2])  # one task: nothing to separate

@@ -585,6 +585,7 @@ def summarise(config: TrainConfig, trainer: FlorenceTrainer, before, after, base
         "metrics_after": _task_metrics(after, "eval"),
         "by_source_before": before.get("before_by_source"),  # each question's source judged by its own metric
         "by_source_after": after.get("eval_by_source"),
+        "by_task_after": after.get("eval_by_task"),  # a mixture of tasks: each task by its own metrics
         "eval_loss_before": before.get("before_loss"),
         "eval_loss_after": after.get("eval_loss"),
         "first_train_loss": train_losses[0] if train_losses else None,

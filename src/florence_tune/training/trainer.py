@@ -25,6 +25,7 @@ from florence_tune.evaluation.generation import CUT_ANSWERS, Decoding
 from florence_tune.training import loaders, reliability
 
 log = logging.getLogger(__name__)
+TABLES = ("by_source", "by_task")  # the evaluation summary's tables, kept apart from the logged numbers
 
 
 def _plain_inputs(model, inputs: dict[str, Any]) -> dict[str, Any]:
@@ -114,11 +115,12 @@ class FlorenceTrainer(reliability.ReliableTrainerMixin, Trainer):
         dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
         output = self.evaluation_loss(dataset, metric_key_prefix)
         generated = self.generation_metrics(dataset, metric_key_prefix)
-        by_source = generated.pop(f"{metric_key_prefix}_by_source", None)
+        tables = {key: generated.pop(f"{metric_key_prefix}_{key}") for key in TABLES
+                  if f"{metric_key_prefix}_{key}" in generated}
         self.log(generated)
         output.update(generated)
-        if by_source:  # each source by its own metric: for summary.json, not a number to log
-            output[f"{metric_key_prefix}_by_source"] = by_source
+        # each source by its own metric, each task apart: for summary.json, not numbers to log
+        output.update({f"{metric_key_prefix}_{key}": table for key, table in tables.items()})
         # once, with every number: early stopping and best-checkpoint callbacks read the task metrics here
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, output)
         if metric_key_prefix == "eval":
@@ -153,8 +155,7 @@ class FlorenceTrainer(reliability.ReliableTrainerMixin, Trainer):
         unusable = sum(n for name, n in skipped.items() if name.startswith("skipped_"))
         result.update({f"{prefix}_skipped": unusable} if unusable else {})
         result.update({f"{prefix}_{CUT_ANSWERS}": skipped[CUT_ANSWERS]} if skipped.get(CUT_ANSWERS) else {})
-        if summary.get("by_source"):
-            result[f"{prefix}_by_source"] = summary["by_source"]
+        result.update({f"{prefix}_{key}": summary[key] for key in TABLES if summary.get(key)})
         return result
 
 
