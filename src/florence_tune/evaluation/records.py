@@ -48,7 +48,8 @@ def summarise(records: list[dict[str, Any]], metric_names: list[str] | None = No
         groups = metrics.group_scores(scored_by_anls, key=lambda r: r["group"])
         summary["anls_by_group"] = {name: values["anls"] for name, values in sorted(groups.items())}
     summary.update(by_source(records))
-    if len({r.get("task") for r in records}) > 1:  # a metric two tasks share is pooled above: each task apart
+    if metric_names is None and len({r.get("task") for r in records}) > 1:
+        # a metric two tasks choose is pooled above: each task apart too (an explicit list means every record)
         summary["by_task"] = task_metrics.metrics_by_task(records)
     return summary
 
