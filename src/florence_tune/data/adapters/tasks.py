@@ -128,8 +128,10 @@ class Adapter:
 
     def count(self, row: dict[str, Any]) -> int:
         """How many items ``drafts(row)`` gives, from the annotation columns alone (no image read)."""
-        parts = None if row.get("error") else self._parts(row, row.get("task") or self.default_task)
-        return max(1, len(parts)) if parts is not None else 1
+        return _count(self._row_parts(row))
+
+    def _row_parts(self, row: dict[str, Any]) -> list | None:
+        return None if row.get("error") else self._parts(row, row.get("task") or self.default_task)
 
     def samples_per_row(self, rows) -> np.ndarray | None:
         """``count`` of every row of an Arrow-formatted table, or None when each row is one sample (read from
@@ -143,11 +145,12 @@ class Adapter:
         return counts if (counts != 1).any() else None
 
     def drafts(self, row: dict[str, Any]) -> list[Item]:
-        count = self.count(row)
+        parts = self._row_parts(row)  # read once: it decides both how many items and what they are
+        count = _count(parts)
         if row.get("error"):
             return [Skipped(row["error"])]
         try:
-            items = self._drafts(row)
+            items = self._drafts(row, parts)
         except BadImage as exc:  # the size of the image could not be read
             return [Skipped(f"image_{exc.reason}")] * count
         except BadSample as exc:
@@ -173,7 +176,7 @@ class Adapter:
             return _distinct(next((row[c] for c in LABEL_COLUMNS[task] if row.get(c)), []))
         return None
 
-    def _drafts(self, row: dict[str, Any]) -> list[Item]:
+    def _drafts(self, row: dict[str, Any], parts: list | None) -> list[Item]:
         task = row.get("task") or self.default_task
         if task not in tasks.TASKS:
             raise BadSample("unknown_task")
@@ -195,8 +198,8 @@ class Adapter:
                 raise BadSample("no_caption")
             return [self._sample(row, task, tasks.prompt_for(task, phrase), row["text"].strip(),
                                  {"image_size": list(size)})]
-        if self._parts(row, task) is not None:
-            items = self._each_part(row, task, size)
+        if parts is not None:
+            items = self._each_part(row, task, size, parts)
             if not items:
                 raise BadSample("no_regions" if spec.prompt == "region" else EMPTY_REASONS[spec.answer])
             return items
@@ -273,7 +276,7 @@ class Adapter:
 
     # --- rows whose parts are one sample each (``_parts``): one item per part, Skipped where it is unusable ---
 
-    def _each_part(self, row: dict[str, Any], task: str, size: tuple[int, int]) -> list[Item]:
+    def _each_part(self, row: dict[str, Any], task: str, size: tuple[int, int], parts: list) -> list[Item]:
         spec = tasks.TASKS[task]
         if task == tasks.OPEN_VOCABULARY_DETECTION:
             labels, boxes = _objects(row, size)
@@ -282,7 +285,7 @@ class Adapter:
                                                       [b for n, b in zip(labels, boxes, strict=True) if n == name],
                                                       size), {"image_size": list(size)}, number)
                     if name in labels else Skipped("no_boxes")
-                    for number, name in enumerate(self._parts(row, task))]
+                    for number, name in enumerate(parts)]
         if task == tasks.REFERRING_SEGMENTATION:  # one sample per name, every object of that name its answer
             names, objects, _ = _polygon_objects(row, size, LABEL_COLUMNS[task])
             return [self._sample(row, task, tasks.prompt_for(task, name),
@@ -290,7 +293,7 @@ class Adapter:
                                                        [o for n, o in zip(names, objects, strict=True) if n == name],
                                                        size), {"image_size": list(size)}, number)
                     if name in names else Skipped(POLYGON_LEFT_OUT)
-                    for number, name in enumerate(self._parts(row, task))]
+                    for number, name in enumerate(parts)]
         if spec.answer == "polygons":
             return [self._region_sample(row, task, size, _bounds(kept), kept, number)
                     if (kept := _clean_polygons(polygons, size)) else Skipped(POLYGON_LEFT_OUT)
@@ -423,6 +426,11 @@ def _lines(row: dict[str, Any], size: tuple[int, int]) -> tuple[list[str], list[
     found = sorted(((text, quad) for text, quad in found if text and quad),
                    key=lambda line: (min(line[1][1::2]), min(line[1][0::2])))
     return [text for text, _ in found], [quad for _, quad in found]
+
+
+def _count(parts: list | None) -> int:
+    """Items a row gives: one per part (at least one, a Skipped when none is usable), else one."""
+    return max(1, len(parts)) if parts is not None else 1
 
 
 def _distinct(names: list[Any]) -> list[str]:
